@@ -1,0 +1,256 @@
+"""The expectation engine: E[h(eps)] under a standard base distribution, exactly where possible.
+
+Order of methods, cheapest and most reliable first (the result says which was used):
+
+1. ``closed-form``: rules. h is expanded into terms c * eps**n * log(eps)**m * exp(P(eps)) with
+   trigonometric and hyperbolic functions rewritten through exp. Each term has a closed form:
+   the Gaussian integral for P of degree <= 2 under N(0, 1); derivatives of the
+   moment-generating function M(t) = E[exp(t eps)] (E[eps**n exp(a eps)] = M^(n)(a)) for the
+   other bases; Gamma-function integrals for powers and logs of Exp(1) and U(0, 1) noise; the
+   characteristic function exp(-|w|) for Cauchy noise, whose polynomial moments do not exist.
+   Substituting z = g(eps) and expanding first is what makes this fast: E_N[cos kz] takes 35 s
+   through sympy.stats and milliseconds here.
+2. ``integrate``: SymPy's integrate under a time budget, with convergence conditions kept and
+   unevaluated Integrals treated as failure (they look like success otherwise).
+3. ``quadrature`` (at given parameter values, in :mod:`derive._quadrature`).
+
+A term whose expectation is infinite raises :class:`MomentError` with the reason, never a value.
+"""
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import sympy as sp
+
+from ._bases import Base, CAUCHY, EXPONENTIAL, NORMAL, UNIFORM
+from ._budget import OutOfTime, time_budget
+from ._errors import DeriveError
+
+INTEGRATE_SECONDS = 4.0
+"""Default budget for SymPy's integrate; set to 0 to go straight to quadrature."""
+
+_TRIG = (sp.sin, sp.cos, sp.sinh, sp.cosh)
+
+
+class MomentError(DeriveError):
+    """The expectation does not exist (it is infinite or undefined)."""
+
+
+class _NoRule(Exception):
+    """No exact rule matches a term."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    """A closed-form expectation, valid where every condition holds."""
+
+    value: sp.Expr
+    method: str
+    conditions: tuple = field(default=())
+
+
+@dataclass(frozen=True)
+class _Term:
+    coeff: sp.Expr
+    power: sp.Expr      # n + p: the exponent of eps
+    logs: int           # m: the power of log(eps)
+    linear: sp.Expr     # a: coefficient of eps in the exponent
+    quadratic: sp.Expr  # b: coefficient of eps**2 in the exponent
+
+
+def closed_form(h: sp.Expr, base: Base, *, budget: float | None = None) -> Closed | None:
+    """E[h(eps)] for eps ~ base in closed form, or None when no exact method finishes.
+
+    Raises MomentError when the expectation does not exist.
+    """
+    budget = INTEGRATE_SECONDS if budget is None else budget
+    return _closed_form(sp.sympify(h), base, budget)
+
+
+@lru_cache(maxsize=4096)
+def _closed_form(h, base, budget):
+    eps = base.symbol
+    if not h.has(eps):
+        return Closed(h, "closed-form")
+    try:
+        return by_rules(h, base)
+    except _NoRule:
+        pass
+    return _by_integrate(h, base, budget)
+
+
+def by_rules(h: sp.Expr, base: Base) -> Closed:
+    """E[h] by the term rules; raises _NoRule when a term has none."""
+    value, conditions = sp.Integer(0), []
+    for term in _terms(h, base.symbol):
+        t = _split(term, base.symbol)
+        v, conds = _term_expectation(t, base)
+        value += v
+        conditions += [c for c in conds if c is not sp.true]
+    value = _real_form(value)
+    return Closed(value, "closed-form", tuple(dict.fromkeys(conditions)))
+
+
+def _terms(h, eps):
+    e = h
+    if eps.is_positive:
+        e = sp.expand_log(sp.powdenest(e, force=True), force=True)
+    if e.has(*_TRIG):
+        e = e.rewrite(sp.exp)
+    e = sp.expand(e, deep=True, power_base=True, power_exp=True, mul=True, log=eps.is_positive,
+                  multinomial=True)
+    return sp.Add.make_args(e)
+
+
+def _split(term, eps) -> _Term:
+    coeff, power, logs, exponent = sp.Integer(1), sp.Integer(0), 0, sp.Integer(0)
+    for factor in sp.Mul.make_args(term):
+        if not factor.has(eps):
+            coeff *= factor
+        elif factor == eps:
+            power += 1
+        elif factor.is_Pow and factor.base == eps and not factor.exp.has(eps):
+            power += factor.exp
+        elif isinstance(factor, sp.exp):
+            exponent += factor.args[0]
+        elif factor.is_Pow and isinstance(factor.base, sp.exp) and not factor.exp.has(eps):
+            exponent += factor.base.args[0] * factor.exp
+        elif factor == sp.log(eps):
+            logs += 1
+        elif factor.is_Pow and factor.base == sp.log(eps) and factor.exp.is_Integer \
+                and factor.exp > 0:
+            logs += int(factor.exp)
+        else:
+            raise _NoRule(factor)
+    exponent = sp.expand(exponent)
+    if not exponent.is_polynomial(eps):
+        raise _NoRule(exponent)
+    poly = sp.Poly(exponent, eps)
+    if poly.degree() > 2:
+        raise _NoRule(exponent)
+    c = list(reversed(poly.all_coeffs())) + [sp.Integer(0)] * 3
+    return _Term(coeff * sp.exp(c[0]), power, logs, c[1], c[2])
+
+
+def _term_expectation(t: _Term, base: Base):
+    if t.quadratic != 0 and base is not NORMAL:
+        raise _NoRule(t)
+    if base is NORMAL:
+        return _gaussian(t)
+    if base is CAUCHY:
+        return _cauchy(t)
+    if base is EXPONENTIAL:
+        return _gamma_integral(t)
+    if base is UNIFORM and (t.logs or not t.power.is_Integer or t.linear == 0):
+        return _power_integral(t)
+    if t.logs or not (t.power.is_Integer and t.power >= 0):
+        raise _NoRule(t)
+    s = sp.Dummy("t")
+    value = sp.diff(base.mgf(s), s, int(t.power)).subs(s, t.linear)
+    return t.coeff * value, [_domain(base, t)]
+
+
+def _domain(base, t):
+    condition = base.mgf_domain(t.linear)
+    if condition is sp.false:
+        raise MomentError(
+            f"E[{_show(t)}] is infinite under {base.text}: exp({sp.sstr(t.linear)}*eps) grows as "
+            f"fast as the density falls")
+    return condition
+
+
+def _gaussian(t: _Term):
+    """E[eps**n exp(a eps + b eps**2)], eps ~ N(0, 1), = N(a/d, 1/d) moments * exp(a^2/2d)/sqrt(d)."""
+    if t.logs or not (t.power.is_Integer and t.power >= 0):
+        raise _NoRule(t)
+    d = 1 - 2 * t.quadratic
+    condition = sp.re(d) > 0
+    if condition is sp.false:
+        raise MomentError(
+            f"E[{_show(t)}] is infinite under N(0, 1): exp({sp.sstr(t.quadratic)}*eps**2) grows "
+            f"at least as fast as the Gaussian density falls")
+    n, mean, var = int(t.power), t.linear / d, 1 / d
+    moment = sum(sp.binomial(n, 2 * j) * mean ** (n - 2 * j) * var**j * sp.factorial2(2 * j - 1)
+                 for j in range(n // 2 + 1))
+    return t.coeff * moment * sp.exp(t.linear**2 / (2 * d)) / sp.sqrt(d), [condition]
+
+
+def _cauchy(t: _Term):
+    """Cauchy noise has no moments of order >= 1; E[exp(i w eps)] = exp(-|w|)."""
+    if t.power != 0 or t.logs:
+        raise MomentError(
+            f"E[{_show(t)}] does not exist under Cauchy noise: its tails fall like 1/eps**2, so "
+            f"no moment of order 1 or more is finite")
+    if t.linear == 0:
+        return t.coeff, []
+    if sp.re(t.linear) != 0:
+        raise MomentError(f"E[{_show(t)}] is infinite under Cauchy noise")
+    return t.coeff * sp.exp(-sp.Abs(sp.im(t.linear))), []
+
+
+def _gamma_integral(t: _Term):
+    """E[eps**s log(eps)**m exp(a eps)], eps ~ Exp(1): d^m/ds^m Gamma(s+1)/(1-a)**(s+1)."""
+    s = sp.Dummy("s")
+    value = sp.diff(sp.gamma(s + 1) / (1 - t.linear) ** (s + 1), s, t.logs).subs(s, t.power)
+    conditions = [sp.re(t.power) > -1, sp.re(t.linear) < 1]
+    for c in conditions:
+        if c is sp.false:
+            raise MomentError(f"E[{_show(t)}] is infinite under Exp(1) noise")
+    return t.coeff * value, conditions
+
+
+def _power_integral(t: _Term):
+    """E[u**s log(u)**m], u ~ U(0, 1): d^m/ds^m 1/(s+1)."""
+    if t.linear != 0:
+        raise _NoRule(t)
+    s = sp.Dummy("s")
+    value = sp.diff(1 / (s + 1), s, t.logs).subs(s, t.power)
+    condition = sp.re(t.power) > -1
+    if condition is sp.false:
+        raise MomentError(f"E[{_show(t)}] is infinite under U(0, 1) noise")
+    return t.coeff * value, [condition]
+
+
+def is_closed(expr) -> bool:
+    """Whether expr is a finished closed form: no unevaluated Integral, Sum, Derivative, Subs,
+    Limit or Piecewise (these come back from SymPy looking like success)."""
+    return not expr.has(sp.Integral, sp.Sum, sp.Derivative, sp.Subs, sp.Limit, sp.Piecewise)
+
+
+def _show(t: _Term) -> str:
+    eps = sp.Symbol("eps")
+    return sp.sstr(eps**t.power * sp.log(eps)**t.logs * sp.exp(t.linear * eps + t.quadratic * eps**2))
+
+
+def _real_form(value):
+    if not value.has(sp.I):
+        return value
+    value = sp.expand_complex(value)
+    if sp.count_ops(value) < 150:
+        try:
+            with time_budget(2.0):
+                value = sp.simplify(value)
+        except OutOfTime:
+            pass
+    return value
+
+
+def _by_integrate(h, base, budget):
+    eps = base.symbol
+    lo, hi = base.support
+    try:
+        with time_budget(budget):
+            result = sp.integrate(h * base.density, (eps, lo, hi), conds="separate")
+    except OutOfTime:
+        return None
+    except (ValueError, TypeError, NotImplementedError, ZeroDivisionError, RecursionError,
+            AttributeError, sp.PolynomialError):
+        return None
+    value, condition = result if isinstance(result, tuple) else (result, sp.true)
+    if not is_closed(value):
+        return None
+    if value in (sp.oo, -sp.oo, sp.zoo) or value is sp.nan:
+        raise MomentError(f"E[{sp.sstr(h)}] is infinite under {base.text} (SymPy's integrate)")
+    if condition is sp.false:
+        return None
+    return Closed(_real_form(value), "integrate", () if condition is sp.true else (condition,))
