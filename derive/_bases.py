@@ -58,7 +58,7 @@ LAPLACE = Base(
     (-sp.oo, -64, -16, -4, 0, 4, 16, 64, sp.oo), _EXP_FAR)
 LOGISTIC = Base(
     "logistic", "eps ~ Logistic(0, 1)", EPS, sp.exp(-EPS) / (1 + sp.exp(-EPS))**2, (-sp.oo, sp.oo),
-    "logistic(size={n})", lambda t: sp.gamma(1 - t) * sp.gamma(1 + t),
+    "logistic(size={n})", lambda t: sp.pi * t / sp.sin(sp.pi * t),  # = Gamma(1-t)Gamma(1+t)
     lambda t: sp.Abs(sp.re(t)) < 1, (-sp.oo, -64, -16, -4, 0, 4, 16, 64, sp.oo), _EXP_FAR)
 GUMBEL = Base(
     "gumbel", "eps ~ Gumbel(0, 1)", EPS, sp.exp(-EPS - sp.exp(-EPS)), (-sp.oo, sp.oo),

@@ -81,6 +81,11 @@ def _closed_form(h, base, budget):
 
 def by_rules(h: sp.Expr, base: Base) -> Closed:
     """E[h] by the term rules; raises _NoRule when a term has none."""
+    if base is CAUCHY:
+        try:
+            return Closed(_real_form(_cauchy_by_residues(h, base)), "closed-form")
+        except _NoRule:
+            pass  # e.g. a frequency of unknown sign: the term rules use exp(-|w|)
     value, conditions = sp.Integer(0), []
     for term in _terms(h, base.symbol):
         t = _split(term, base.symbol)
@@ -145,9 +150,17 @@ def _term_expectation(t: _Term, base: Base):
         return _power_integral(t)
     if t.logs or not (t.power.is_Integer and t.power >= 0):
         raise _NoRule(t)
+    return t.coeff * _mgf_derivative(base, int(t.power), t.linear), [_domain(base, t)]
+
+
+def _mgf_derivative(base, n, a):
+    """M^(n)(a) = E[eps**n exp(a eps)]; at a = 0 from the Taylor coefficient, because a closed
+    form of M such as pi*t/sin(pi*t) may be 0/0 there."""
     s = sp.Dummy("t")
-    value = sp.diff(base.mgf(s), s, int(t.power)).subs(s, t.linear)
-    return t.coeff * value, [_domain(base, t)]
+    m = base.mgf(s)
+    if a == 0:
+        return sp.factorial(n) * sp.series(m, s, 0, n + 1).removeO().coeff(s, n)
+    return sp.diff(m, s, n).subs(s, a)
 
 
 def _domain(base, t):
@@ -186,6 +199,87 @@ def _cauchy(t: _Term):
     if sp.re(t.linear) != 0:
         raise MomentError(f"E[{_show(t)}] is infinite under Cauchy noise")
     return t.coeff * sp.exp(-sp.Abs(sp.im(t.linear))), []
+
+
+def _cauchy_by_residues(h, base):
+    """E[h(eps)], eps ~ Cauchy(0, 1), for h = sum_k R_k(eps) exp(i w_k eps), R_k rational, by the
+    residue theorem: the integral of F(eps) exp(i w eps) with F = R p rational is 2 pi i times the
+    residues in the upper half-plane (w >= 0; the lower one, negated, for w < 0).
+
+    The score function of a Cauchy family is rational in eps (2 eps/(gamma (1 + eps**2))), so
+    its products with trigonometric f have this form; quadrature of them converges badly (the
+    integrand oscillates and falls only like 1/eps**2). Terms are grouped by frequency before
+    their integrability is judged, so that divergent pieces which cancel (eps - eps**3/(1 +
+    eps**2)) do not raise. Raises MomentError when R_k p does not fall like 1/eps**2 or has a pole
+    on the real line (then E|h| is infinite), _NoRule when h is not of this form or a sign
+    cannot be decided.
+    """
+    eps = base.symbol
+    e = h.rewrite(sp.exp) if h.has(*_TRIG) else h
+    e = sp.expand(e, deep=True, power_base=True, power_exp=True, mul=True, multinomial=True)
+    groups = {}
+    for term in sp.Add.make_args(e):
+        rest, exponent = sp.Integer(1), sp.Integer(0)
+        num, den = (sp.factor_terms(part) for part in term.as_numer_denom())
+        for factor, sign in [(f, 1) for f in sp.Mul.make_args(num)] + \
+                [(f, -1) for f in sp.Mul.make_args(den)]:
+            if isinstance(factor, sp.exp) and factor.has(eps):
+                exponent += sign * factor.args[0]
+            elif factor.is_Pow and isinstance(factor.base, sp.exp) and factor.base.has(eps) \
+                    and not factor.exp.has(eps):
+                exponent += sign * factor.base.args[0] * factor.exp
+            else:
+                rest *= factor ** sign
+        exponent = sp.expand(exponent)
+        if not exponent.is_polynomial(eps) or sp.degree(exponent, eps) > 1:
+            raise _NoRule(term)
+        a = exponent.coeff(eps, 1)
+        groups[a] = groups.get(a, sp.Integer(0)) + rest * sp.exp(exponent.coeff(eps, 0))
+    return sum((_fourier_by_residues(r, a, base) for a, r in groups.items()), sp.Integer(0))
+
+
+def _fourier_by_residues(r, a, base):
+    """The integral of r(eps) p(eps) exp(a eps) over the real line, a = i w, r p rational."""
+    eps = base.symbol
+    shown = sp.sstr(r * sp.exp(a * eps)).replace("epsilon", "eps")
+    if not (r * base.density).is_rational_function(eps):
+        raise _NoRule(r)
+    w = sp.expand(a / sp.I)
+    if w.is_real is not True:
+        if sp.re(a).is_nonzero:
+            raise MomentError(f"E[{shown}] is infinite under Cauchy noise: it grows exponentially")
+        raise _NoRule(a)
+    num, den = sp.fraction(sp.cancel(sp.together(r * base.density)))
+    num, den = sp.Poly(num, eps), sp.Poly(den, eps)
+    if num.is_zero:
+        return sp.Integer(0)
+    if den.degree() - num.degree() < 2:
+        raise MomentError(
+            f"E[{shown}] does not exist under Cauchy noise: the integrand falls only like "
+            f"1/eps**{den.degree() - num.degree()}, so E|h| is infinite")
+    if w == 0 or w.is_positive:
+        side = 1
+    elif w.is_negative:
+        side = -1
+    else:
+        raise _NoRule(w)
+    poles = sp.roots(den, eps)
+    if sum(poles.values()) != den.degree():
+        raise _NoRule(den)
+    total = sp.Integer(0)
+    for pole, order in poles.items():
+        height = sp.im(pole)
+        if height.is_zero:
+            raise MomentError(f"E[{shown}] does not exist under Cauchy noise: a pole at "
+                              f"eps = {sp.sstr(pole)} on the real line")
+        if height.is_positive is None:
+            raise _NoRule(pole)
+        if (side > 0) != bool(height.is_positive):
+            continue
+        rest = den.LC() * sp.Mul(*[(eps - q) ** m for q, m in poles.items() if q != pole])
+        g = num.as_expr() * sp.exp(a * eps) / rest
+        total += sp.diff(g, eps, order - 1).subs(eps, pole) / sp.factorial(order - 1)
+    return side * 2 * sp.pi * sp.I * total
 
 
 def _gamma_integral(t: _Term):

@@ -30,14 +30,29 @@ with ``_``, ...) is an :class:`ExpressionError` naming the construct.
 
 Resource caps (nothing can hang)
 --------------------------------
-Length, bracket nesting, AST size and depth, and literal sizes are checked
-before anything is built.  While building, every power is checked *before*
-SymPy evaluates it (numeric exponents ``|e| <= MAX_EXPONENT``, no huge exact
-numbers), ``gamma``/``lgamma`` of constants are bounded, and every
-symbol-free sub-expression must have magnitude within ``10**±MAX_CONSTANT_LOG10``
-so SymPy's automatic numeric evaluation (``floor``, comparisons, ...) stays
-cheap.  ``1/0``, ``log(0)`` etc. are errors rather than ``zoo``; results
-containing ``zoo``/``nan``/``oo`` or the imaginary unit are rejected.
+* Before anything is built: text length, bracket nesting, AST size and depth
+  (a flat chain ``a + b - c + ...`` counts as one level), literal sizes and
+  literal exponents.
+* While building, every symbol-free sub-expression is evaluated with mpmath at
+  two precisions (80 and 160 bits; never SymPy's ``evalf``) and must be real,
+  finite, within ``1e±MAX_CONSTANT_LOG10`` (or exactly zero) and numerically
+  stable.  Comparisons, ``floor``/``ceiling``, ``sign``, ``Heaviside``, ``Abs``,
+  ``min``/``max`` of constants are decided from those values (near-ties are
+  refused), so SymPy never has to decide them itself.
+* Powers are checked before SymPy evaluates them: numeric exponents
+  ``|e| <= MAX_EXPONENT``, rational exponents with denominators
+  ``<= MAX_ROOT_DENOMINATOR``, no exact number over ``MAX_RATIONAL_BITS``,
+  ``exp(k*log(c))`` (which SymPy turns into ``c**k``) obeys the same limits,
+  and ``gamma``/``lgamma`` of constants are bounded by ``MAX_SPECIAL_ARGUMENT``.
+* Comparisons with a symbolic side are built unevaluated (SymPy's relational
+  simplification can take minutes); comparing an indicator again is refused.
+* ``1/0``, ``log(0)`` etc. are errors rather than ``zoo``; results containing
+  ``zoo``/``nan``/``oo`` or the imaginary unit, or that are conditions rather
+  than numbers, are rejected.
+
+These bounds make parse time small for the symbols mcgrad uses (real symbols);
+SymPy's assumption system can still be slow on deeply nested functions of
+symbols without assumptions.
 """
 
 from __future__ import annotations
@@ -52,6 +67,8 @@ from typing import Callable, Mapping
 import mpmath
 import sympy
 from sympy.functions.elementary.piecewise import ExprCondPair
+
+from ._errors import DeriveError
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -82,18 +99,25 @@ MAX_EXPONENT = 100  # |e| for a numeric (symbol-free) exponent of **
 MAX_CONSTANT_LOG10 = 300  # every non-zero constant sub-expression lies in [1e-300, 1e300]
 MAX_RATIONAL_BITS = 4096  # bits of numerator/denominator of any exact rational built
 MAX_SPECIAL_ARGUMENT = 1000  # |x| for gamma/lgamma of a constant (SymPy evaluates them exactly)
-MAX_ROOT_DENOMINATOR = 1000  # q in c**(p/q) for a constant c (an algebraic number of degree q)
+MAX_ROOT_DENOMINATOR = 1000  # q in x**(p/q): SymPy may build polynomials of degree q
 
 
-class ExpressionError(ValueError):
+class ExpressionError(DeriveError):
     """A user expression was rejected; the message says what, where and how to fix it.
 
     ``fragment`` is the offending piece of text (or ``None``) and ``column`` its
     0-based character column in the stripped input (or ``None``).
     """
 
-    def __init__(self, message: str, *, fragment: str | None = None, column: int | None = None):
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        fragment: str | None = None,
+        column: int | None = None,
+        context: str | None = None,
+    ):
+        super().__init__(message, context=context)
         self.fragment = fragment
         self.column = column
 
@@ -167,6 +191,7 @@ FUNCTION_ARITY: Mapping[str, tuple[int, int | None]] = MappingProxyType(
 CONSTANTS: Mapping[str, sympy.Expr] = MappingProxyType({"pi": sympy.pi, "E": sympy.E})
 
 _SPECIAL_ARGUMENT_FUNCTIONS = frozenset({"gamma", "lgamma", "loggamma"})
+_EXPONENTIAL_FUNCTIONS = frozenset({"exp", "sinh", "cosh", "sigmoid", "softplus", "logsigmoid"})
 
 _NAME_HINTS = {
     "e": "Euler's number is written E (capital), e.g. E**z or exp(z)",
@@ -494,7 +519,7 @@ class _Parser:
             self.fail(
                 f"exponent too large (numeric exponents must satisfy |e| <= {MAX_EXPONENT})",
                 node,
-                "rewrite the power, e.g. exp(k*log(x)), or rescale",
+                "use a smaller exponent or rescale the variable",
             )
 
     def _check_name(self, name, node, *, as_function):
@@ -631,7 +656,7 @@ class _Parser:
                 self.fail(
                     f"exponent too large (numeric exponents must satisfy |e| <= {MAX_EXPONENT})",
                     node,
-                    "rewrite the power, e.g. exp(k*log(x)), or rescale",
+                    "use a smaller exponent or rescale the variable",
                 )
             if base == 0 and exp_num[1] < 0:
                 self.fail("division by zero (0 raised to a negative power)", node)
@@ -649,18 +674,22 @@ class _Parser:
                         node,
                         "rescale the constants",
                     )
-        value = sympy.Pow(base, exponent)
-        if value.is_Pow and value.exp.is_Number and abs(value.exp) > MAX_EXPONENT:  # (z**50)**50
-            self.fail(
-                f"combined exponent {value.exp} too large (|e| <= {MAX_EXPONENT})",
-                node,
-                "rewrite the power, e.g. exp(k*log(x)), or rescale",
-            )
-        return value
+        if base == sympy.E:
+            self._exp_guard(exponent, node)
+        if exponent.is_Rational:
+            self._check_rational_exponent(exponent, node)
+        return sympy.Pow(base, exponent)  # combined exponents, (z**50)**50, are checked per node
 
     def _build_compare(self, node):
         operands = [node.left, *node.comparators]
         values = [self._build(child) for child in operands]
+        for child, value in zip(operands, values):
+            if value.has(sympy.Piecewise):  # SymPy folds such conditions with (very slow) simplification
+                self.fail(
+                    "comparing the result of a comparison is not supported",
+                    child,
+                    "comparisons are 0/1 indicators; combine them with *, e.g. (z > 0)*(z < 1)",
+                )
         result = sympy.Integer(1)
         for op, a, b in zip(node.ops, values, values[1:]):
             relation = _COMPARISONS[type(op)]
@@ -669,8 +698,11 @@ class _Parser:
                 order = self._order(a, a_num, b, b_num, node)
                 truth = bool(relation(order, 0))  # decide constant comparisons ourselves
                 indicator = sympy.Integer(int(truth))
-            else:
-                indicator = sympy.Piecewise((1, relation(a, b)), (0, True))
+            elif a.is_Rational and b.is_Rational:
+                indicator = sympy.Integer(int(bool(relation(a, b))))
+            else:  # unevaluated: SymPy's relational/Piecewise simplification can be very slow
+                condition = relation(a, b, evaluate=False)
+                indicator = sympy.Piecewise((1, condition), (0, True), evaluate=False)
             result = result * self._checked(indicator, node)
         return result
 
@@ -711,6 +743,8 @@ class _Parser:
                     if sign * self._order(cand[0], cand[1], best[0], best[1], node) > 0:
                         best = cand
                 return best[0]
+        if name in _EXPONENTIAL_FUNCTIONS:
+            self._exp_guard(args[0], node)
         if name in _SPECIAL_ARGUMENT_FUNCTIONS and nums[0] is not None:
             if abs(nums[0][1]) > MAX_SPECIAL_ARGUMENT:
                 self.fail(
@@ -719,6 +753,30 @@ class _Parser:
                     "SymPy would evaluate it exactly; rescale or use a symbol",
                 )
         return fn(*args)
+
+    def _check_rational_exponent(self, exponent, node, context=""):
+        """Powers with huge rational exponents make SymPy build polynomials of that degree."""
+        if abs(exponent) > MAX_EXPONENT:
+            self.fail(
+                f"{context}exponent {_short(exponent)} too large (|e| <= {MAX_EXPONENT})",
+                node,
+                "rewrite the power or rescale",
+            )
+        if exponent.q > MAX_ROOT_DENOMINATOR:
+            self.fail(
+                f"{context}fractional exponent {_short(exponent)} has too large a denominator "
+                f"(limit {MAX_ROOT_DENOMINATOR})",
+                node,
+                "round the exponent, e.g. z**0.123 rather than z**1.000000001",
+            )
+
+    def _exp_guard(self, arg, node):
+        """SymPy rewrites exp(k*log(c)) as c**k: apply the power limits to such k."""
+        for term in sympy.Add.make_args(arg):
+            if term.has(sympy.log):
+                coeff = term.as_coeff_Mul()[0]
+                if coeff.is_Rational:
+                    self._check_rational_exponent(coeff, node, "exp(k*log(c)) is c**k: ")
 
     def _integer_part(self, fn, x_num, node):
         lo, hi = x_num
@@ -748,17 +806,8 @@ class _Parser:
                     node,
                     "rescale the constants",
                 )
-            if (
-                part.is_Pow
-                and part.exp.is_Rational
-                and part.exp.q > MAX_ROOT_DENOMINATOR
-                and self.constant(part.base, node) is not None
-            ):
-                self.fail(
-                    f"root of a constant with a huge index ({part.exp})",
-                    node,
-                    "SymPy treats it as an algebraic number of that degree; simplify the constant",
-                )
+            if part.is_Pow and part.exp.is_Rational:
+                self._check_rational_exponent(part.exp, node)
         self.constant(value, node)
         return value
 
@@ -775,7 +824,7 @@ class _Parser:
         try:
             lo, hi = _SHADOW_LO(value, self._memo_lo), _SHADOW_HI(value, self._memo_hi)
         except _Unevaluable as exc:
-            self.fail(f"cannot evaluate the constant {self.segment(node)!r} numerically ({exc})", node)
+            self.fail(f"invalid constant in {self.segment(node)!r}: {exc}", node, exc.hint)
         if lo is _NONCONST or hi is _NONCONST:
             result = None
         elif value == 0:
@@ -846,7 +895,9 @@ _SHALLOW = 32  # arguments of a node result inspected by the per-node checks
 
 
 class _Unevaluable(Exception):
-    pass
+    def __init__(self, message, hint="rescale or simplify the constants"):
+        super().__init__(message)
+        self.hint = hint
 
 
 def _is_complex(v):
@@ -916,8 +967,29 @@ class _Shadow:
             raise
         except (ValueError, ZeroDivisionError, ArithmeticError, TypeError) as exc:
             value = self.ctx.nan if not isinstance(exc, ZeroDivisionError) else self.ctx.inf
+        self._check_range(expr, value)
         memo[expr] = value
         return value
+
+    def _check_range(self, expr, value):
+        """Every constant sub-expression must be real and within 1e±MAX_CONSTANT_LOG10 (or 0)."""
+        if value is _NONCONST or isinstance(value, (bool, tuple)):
+            return
+        ctx = self.ctx
+        if _is_complex(value):
+            raise _Unevaluable(
+                f"the constant {_short(expr)} is not real-valued",
+                "check for sqrt/log/asin/acos/lgamma or fractional powers of negative constants",
+            )
+        value = ctx.re(value)
+        if ctx.isnan(value) or ctx.isinf(value) or value == 0:
+            return  # reported with the node (not finite / unreliable / inexact zero)
+        log_m = float(ctx.log10(abs(value)))
+        if abs(log_m) > MAX_CONSTANT_LOG10:
+            raise _Unevaluable(
+                f"the constant {_short(expr)} is too {'large' if log_m > 0 else 'small'} "
+                f"(about 1e{log_m:+.0f}; constants must lie within 1e±{MAX_CONSTANT_LOG10})"
+            )
 
     def _eval(self, expr, memo):
         ctx = self.ctx
@@ -990,8 +1062,8 @@ class _Shadow:
         return self.ctx.inf
 
 
-_SHADOW_LO = _Shadow(53)
-_SHADOW_HI = _Shadow(113)
+_SHADOW_LO = _Shadow(80)
+_SHADOW_HI = _Shadow(160)
 _LO = _SHADOW_LO.ctx
 _HI = _SHADOW_HI.ctx
 
@@ -1008,6 +1080,15 @@ def _window(line, start, end, width=_DISPLAY_WIDTH):
     if hi < len(line):
         shown = shown[:-3] + "..."
     return shown, lo
+
+
+def _short(expr):
+    """Short text of a SymPy expression; order="none" so printing never evaluates numbers."""
+    try:
+        text = sympy.sstr(expr, order="none")
+    except Exception:  # pragma: no cover - defensive
+        text = type(expr).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _rational_coefficient(value):

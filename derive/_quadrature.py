@@ -14,6 +14,7 @@ import mpmath
 import sympy as sp
 
 from ._bases import Base
+from ._budget import OutOfTime, time_budget
 from ._errors import DeriveError
 from ._expectation import MomentError
 from ._numbers import exact_values
@@ -22,6 +23,9 @@ DIGITS = 20
 _NEAR = (1e-4, 1e-8, 1e-16, 1e-24)
 _PROBE_DIGITS = 60
 _WIGGLE = (1.0, 1.13, 1.37, 1.61)
+_SOLVE_SECONDS = 1.0
+_MAX_EXTRA_DIGITS = 400
+_NEGLIGIBLE = mpmath.mpf(10) ** -(2 * DIGITS)
 
 
 def quad_expectation(h: sp.Expr, base: Base, values: Mapping, *, what: str = "") -> mpmath.mpf:
@@ -37,13 +41,14 @@ def quad_expectation(h: sp.Expr, base: Base, values: Mapping, *, what: str = "")
     lo, hi = base.support
     inner = sorted(p for p in _special_points(h, eps) if _inside(p, lo, hi))
     with mpmath.workdps(_PROBE_DIGITS):
-        _probe_ends(fn, lo, hi, base, label)
+        cuts = _probe_ends(fn, lo, hi, base, label)
         for p in inner:
             _probe_point(fn, p, label)
     with mpmath.workdps(DIGITS):
-        points = _breakpoints(base, inner)
+        points = _breakpoints(base, inner, cuts)
         try:
-            value, error = mpmath.quad(_real(fn, label), points, error=True, maxdegree=8)
+            near = [p for p in (lo, hi) if p not in (sp.oo, -sp.oo)] + inner
+            value, error = mpmath.quad(_real(fn, label, near), points, error=True, maxdegree=8)
         except (ZeroDivisionError, ValueError, OverflowError) as exc:
             raise DeriveError(f"quadrature failed ({exc})", context=label) from None
         if not mpmath.isfinite(value):
@@ -56,30 +61,64 @@ def quad_expectation(h: sp.Expr, base: Base, values: Mapping, *, what: str = "")
         return +value
 
 
-def _real(fn, label):
+def _real(fn, label, near=()):
+    """fn as a real integrand. Near the finite ends and special points ``near`` it is evaluated
+    with as many extra digits as the distance has leading zeros (twice, then four times as many
+    where that still gives 0/0): tanh-sinh puts nodes at distances down to 1e-100 and beyond,
+    where an expression such as 1 - (1 - eps)**(1/b) cancels completely in working precision
+    (0/0 at the end of Kumaraswamy's support; its square expanded cancels twice as much)."""
+    near = [mpmath.mpf(p) for p in near]
+
     def f(x):
-        y = fn(x)
+        gap = min((abs(x - p) for p in near), default=mpmath.inf)
+        zeros = 0 if gap >= 1 or gap == 0 else int(-mpmath.log10(gap)) + 3
+        for times in (1, 2, 4):  # cancellation of order 1, 2 (an expanded square), 4
+            with mpmath.workdps(DIGITS + min(_MAX_EXTRA_DIGITS, times * zeros)):
+                try:
+                    y = fn(x)
+                except ZeroDivisionError:
+                    if not zeros or times == 4:
+                        raise
+                    continue
+                if mpmath.isfinite(y) or not zeros:
+                    break
         if isinstance(y, mpmath.mpc):
             if abs(y.imag) > mpmath.mpf(10) ** (-DIGITS // 2) * (1 + abs(y.real)):
                 raise DeriveError(f"the integrand is not real at eps = {mpmath.nstr(x, 6)}: is f "
                                   f"defined on the whole support of q?", context=label)
-            return y.real
-        return y
+            return +y.real
+        return +y
     return f
 
 
-def _probe_ends(fn, lo, hi, base, label):
+def _probe_ends(fn, lo, hi, base, label) -> dict:
+    """Check integrability at both ends; return {infinite end: finite cut-off} for the tails
+    that are negligible from a probe on.
+
+    A tail is cut at the nearest probe distance from which every probe has |d * p h| below
+    ``_NEGLIGIBLE``: what lies beyond is below the quadrature's tolerance, and integrating it
+    would evaluate h where z = g(eps) is astronomically large (cos(exp(mu + sigma*eps)) at
+    eps = 1e6 makes mpmath reduce an argument of 10**200000 digits modulo pi, for minutes).
+    """
+    cuts = {}
     for end, sign in ((lo, -1), (hi, 1)):
         if end in (sp.oo, -sp.oo):
             samples = [(r, sign * r) for r in base.tail_probes]
         else:
             samples = [(d, mpmath.mpf(int(end)) - sign * mpmath.mpf(d)) for d in _NEAR]
-        _check_decay(fn, samples, label, f"eps -> {end}")
+        sizes = _check_decay(fn, samples, label, f"eps -> {end}")
+        if end in (sp.oo, -sp.oo):
+            for i, (_, x) in enumerate(samples):
+                if all(size < _NEGLIGIBLE for size in sizes[i:]):
+                    cuts[end] = x
+                    break
+    return cuts
 
 
 def _probe_point(fn, p, label):
     for side in (-1, 1):
-        _check_decay(fn, [(d, p + side * d) for d in _NEAR], label, f"eps -> {p}")
+        _check_decay(fn, [(d, p + side * mpmath.mpf(d)) for d in _NEAR], label,
+                     f"eps -> {mpmath.nstr(p, 15)}")
 
 
 def _check_decay(fn, samples, label, where):
@@ -101,6 +140,7 @@ def _check_decay(fn, samples, label, where):
         raise MomentError(
             f"{label} does not exist: the integrand does not fall fast enough as {where} "
             f"(|distance * integrand| = {', '.join(mpmath.nstr(s, 3) for s in sizes)})")
+    return sizes
 
 
 def _special_points(h, eps):
@@ -118,20 +158,44 @@ def _special_points(h, eps):
                 candidates.add(rel.lhs - rel.rhs)
     points = set()
     for expr in candidates:
-        try:
-            for root in sp.solve(expr, eps):
-                if root.is_real:
-                    points.add(float(root))
-        except (NotImplementedError, ValueError, TypeError):
-            continue
+        points |= _real_roots(expr, eps)
     return points
+
+
+def _real_roots(expr, eps) -> set:
+    """The real zeros of expr in eps, as mpmath numbers to _PROBE_DIGITS (a float root is off by
+    1e-17, more than the probes' nearest distance, so a pole would look integrable). A polynomial's come from its numerical roots; an
+    expression of known sign has none (1 + exp(...), the argument of softplus's log); others go to
+    ``solve`` under a time budget, which with exact rational parameters can otherwise factor
+    polynomials of huge degree for minutes (exp(17/10*eps) becomes a degree-17 polynomial)."""
+    if expr.is_positive or expr.is_negative:
+        return set()
+    if expr.is_polynomial(eps):
+        poly = sp.Poly(expr, eps)
+        if poly.degree() < 1:
+            return set()
+        roots = sp.Poly([sp.Float(c, _PROBE_DIGITS) for c in poly.all_coeffs()],
+                        eps).nroots(n=_PROBE_DIGITS, maxsteps=200)
+        return {_mpf(sp.re(r)) for r in roots if abs(sp.im(r)) <= 1e-30 * (1 + abs(sp.re(r)))}
+    try:
+        with time_budget(_SOLVE_SECONDS):
+            roots = sp.solve(expr, eps)
+    except (OutOfTime, NotImplementedError, ValueError, TypeError):
+        return set()
+    return {_mpf(r) for r in roots if r.is_real}
+
+
+def _mpf(x):
+    with mpmath.workdps(_PROBE_DIGITS):
+        return mpmath.mpf(str(sp.N(x, _PROBE_DIGITS)))
 
 
 def _inside(p, lo, hi):
     return (lo == -sp.oo or p > float(lo)) and (hi == sp.oo or p < float(hi))
 
 
-def _breakpoints(base, inner):
+def _breakpoints(base, inner, cuts=None):
+    cuts = cuts or {}
     lo, hi = base.support
     grid = [p for p in base.quad_points if p not in (sp.oo, -sp.oo)]
     pts = sorted(set(float(p) for p in grid) | set(inner))
@@ -139,6 +203,10 @@ def _breakpoints(base, inner):
     start = mpmath.ninf if lo == -sp.oo else mpmath.mpf(float(lo))
     if base.quad_points and base.quad_points[0] not in (-sp.oo,) and lo == -sp.oo:
         start = mpmath.mpf(float(base.quad_points[0]))  # a doubly exponential tail: cut it
-        pts = [p for p in pts if p > start]
     end = mpmath.inf if hi == sp.oo else mpmath.mpf(float(hi))
+    if lo in cuts:
+        start = max(start, mpmath.mpf(cuts[lo]))
+    if hi in cuts:
+        end = min(end, mpmath.mpf(cuts[hi]))
+    pts = [p for p in pts if start < p < end]
     return [start] + [mpmath.mpf(p) for p in pts] + [end]

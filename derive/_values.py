@@ -104,7 +104,7 @@ def _variance_by_quadrature(est, h, g: Number, values):
         return Number(None, "none", g.missing, g.infinite)
     try:
         with mpmath.workdps(30):
-            second = quad_expectation(sp.expand(h**2), est.problem.family.base, values,
+            second = quad_expectation(h**2, est.problem.family.base, values,
                                       what="E[h**2]")
             return Number(float(second - mpmath.mpf(g.value) ** 2), "quadrature")
     except MomentError as err:

@@ -38,14 +38,14 @@ def run(samples: int = SAMPLES, seed: int = 0) -> tuple[str, int]:
     lines += ["", "2. The log-derivative trick, each step checked:", trick.text(), ""]
     report = check(FAMILY, F, PARAMS, samples=samples, seed=seed)
     lines.append(f"3. Both estimators on {samples:,} samples (seed {seed}):")
-    lines.append(f"   {'':8}{'estimator':10}{'exact':>12}{'estimate':>14}{'std. error':>13}"
+    lines.append(f"   {'':9}{'estimator':10}{'exact':>12}{'estimate':>14}{'std. error':>13}"
                  f"{'variance/sample':>17}{'samples for SE ' + str(TARGET_SE):>24}")
     for w, entry in report["gradient"].items():
         for kind in ("score", "pathwise"):
             row = entry[kind]
             var = row["variance_exact"] or row["variance"]
             need = math.ceil(var / TARGET_SE**2)
-            lines.append(f"   d/d{w:<5}{kind:10}{entry['exact']:>12.4f}{row['mean']:>14.4f}"
+            lines.append(f"   {'d/d' + w:<9}{kind:10}{entry['exact']:>12.4f}{row['mean']:>14.4f}"
                          f"{row['stderr']:>13.3g}{var:>17.3g}{need:>24.3g}")
     lines += ["",
               "The score-function variance grows as the square of the constant in log p; the",
