@@ -26,10 +26,12 @@ from ._bases import Base, CAUCHY, EXPONENTIAL, NORMAL, UNIFORM
 from ._budget import OutOfTime, time_budget
 from ._errors import DeriveError
 
-INTEGRATE_SECONDS = 4.0
+INTEGRATE_SECONDS = 2.0
 """Default budget for SymPy's integrate; set to 0 to go straight to quadrature."""
 
 _TRIG = (sp.sin, sp.cos, sp.sinh, sp.cosh)
+_TIDY_SECONDS = 2.0
+_CANCEL_OPS = 200
 
 
 class MomentError(DeriveError):
@@ -278,7 +280,8 @@ def _fourier_by_residues(r, a, base):
             continue
         rest = den.LC() * sp.Mul(*[(eps - q) ** m for q, m in poles.items() if q != pole])
         g = num.as_expr() * sp.exp(a * eps) / rest
-        total += sp.diff(g, eps, order - 1).subs(eps, pole) / sp.factorial(order - 1)
+        residue = sp.diff(g, eps, order - 1).subs(eps, pole) / sp.factorial(order - 1)
+        total += sp.cancel(residue) if sp.count_ops(residue) < _CANCEL_OPS else residue
     return side * 2 * sp.pi * sp.I * total
 
 
@@ -317,12 +320,19 @@ def _show(t: _Term) -> str:
 
 
 def _real_form(value):
+    """value with the imaginary unit expanded away and simplified, each within a time budget
+    (expand_complex alone takes seconds on the residue sums of a Cauchy variance); a value that
+    keeps I is still right, its imaginary part cancels when evaluated."""
     if not value.has(sp.I):
         return value
-    value = sp.expand_complex(value)
+    try:
+        with time_budget(_TIDY_SECONDS):
+            value = sp.expand_complex(value)
+    except OutOfTime:
+        return value
     if sp.count_ops(value) < 150:
         try:
-            with time_budget(2.0):
+            with time_budget(_TIDY_SECONDS):
                 value = sp.simplify(value)
         except OutOfTime:
             pass

@@ -5,6 +5,7 @@ A family's parameters may be replaced by expressions of the user's own parameter
 the chain rule, because derivations differentiate the substituted expressions directly.
 """
 
+import difflib
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -215,4 +216,7 @@ def family(name: str) -> Family:
     try:
         return CATALOG[name]()
     except KeyError:
-        raise DeriveError(f"unknown family {name!r}; choose one of {', '.join(CATALOG)}") from None
+        near = difflib.get_close_matches(str(name), CATALOG, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise DeriveError(f"unknown family {name!r}; {hint}choose one of "
+                          f"{', '.join(CATALOG)}") from None

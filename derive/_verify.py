@@ -133,15 +133,15 @@ class Verification:
         return f"{head[self.verdict]}{method}: {self.reason}"
 
 
-def verify_claim(problem: Problem, claim, *, wrt=None, values=None, seed: int = 0,
+def verify_claim(problem: Problem, wrt, claim, *, values=None, seed: int = 0,
                  budget: float | None = None) -> Verification:
     r"""Decide whether ``claim`` equals :math:`\partial_w \mathbb E_q[f]`.
 
     Args:
         problem: from :func:`derive.problem`.
+        wrt: the parameter differentiated (symbol or name); None when ``problem.wrt`` has one.
         claim: the claimed gradient, as text (parsed safely with :func:`derive.parse`) or a SymPy
             expression of the problem's symbols (matched by name).
-        wrt: the parameter (symbol or name); may be omitted when ``problem.wrt`` has one.
         values: optional ``{symbol or name: number}`` for every symbol of the problem: the point
             compared first (and the only one when quadrature is needed).
         seed: seed of the random points used when simplification is inconclusive.
@@ -154,7 +154,7 @@ def verify_claim(problem: Problem, claim, *, wrt=None, values=None, seed: int = 
         >>> import derive
         >>> fam = derive.family("normal")
         >>> p = derive.problem(fam, derive.parse("z**4", fam), wrt=["mu"])
-        >>> print(derive.verify_claim(p, "3*mu**3 + 12*mu*sigma**2").text())
+        >>> print(derive.verify_claim(p, "mu", "3*mu**3 + 12*mu*sigma**2").text())
         ... # doctest: +NORMALIZE_WHITESPACE
         REFUTED: d/dmu E[z**4] is 4*mu**3 + 12*mu*sigma**2; the claim differs by -mu**3
         (claim minus exact; at mu=1, sigma=1: claim 15, exact 16)
@@ -163,7 +163,7 @@ def verify_claim(problem: Problem, claim, *, wrt=None, values=None, seed: int = 
     try:
         expr = _expression(problem, claim, what="claim")
         if expr.has(Z):
-            raise DeriveError(_HAS_Z.format(claim=sp.sstr(expr)))
+            raise DeriveError(_HAS_Z.format(claim=_text(expr)))
         point = _user_point(problem, values)
         exact = exact_gradient(problem, budget=budget)[w]
     except DeriveError as err:
@@ -171,7 +171,7 @@ def verify_claim(problem: Problem, claim, *, wrt=None, values=None, seed: int = 
     return _Comparison(problem, w, "claim", expr, expr, None, exact, point, seed).run()
 
 
-def verify_estimator(problem: Problem, estimator, *, wrt=None, values=None, seed: int = 0,
+def verify_estimator(problem: Problem, wrt, estimator, *, values=None, seed: int = 0,
                      budget: float | None = None) -> Verification:
     r"""Decide whether the per-sample estimator h is unbiased: :math:`\mathbb E_q[h] =
     \partial_w \mathbb E_q[f]`.
@@ -204,8 +204,8 @@ def verify_estimator(problem: Problem, estimator, *, wrt=None, values=None, seed
 
 
 def _no_mean(problem, w, h, exact, err):
-    reason = (f"E_q[h] does not exist for h = {sp.sstr(h)} ({err.message}); an estimator without "
-              f"a mean cannot be unbiased for d/d{w} E[{sp.sstr(problem.f)}]")
+    reason = (f"E_q[h] does not exist for h = {_text(h)} ({err.message}); an estimator without "
+              f"a mean cannot be unbiased for d/d{w} E[{_text(problem.f)}]")
     return Verification("refuted", problem, w, "estimator", h, None, exact.expr, None,
                         method="symbolic", reason=reason)
 
@@ -287,7 +287,7 @@ class _Comparison:
     def run(self) -> Verification:
         if self.exact.infinite:
             return self._result("refuted", method="none", reason=(
-                f"d/d{self.w} E[{sp.sstr(self.problem.f)}] does not exist ({self.exact.missing}), "
+                f"d/d{self.w} E[{_text(self.problem.f)}] does not exist ({self.exact.missing}), "
                 f"so no {self._noun()} can be right"))
         if self.exact.expr is not None and self.claimed is not None:
             return self._closed()
@@ -366,7 +366,7 @@ class _Comparison:
             else:
                 with mpmath.workdps(30):
                     claimed = quad_expectation(self.in_base, self.problem.family.base, point,
-                                               what=f"E_q[{sp.sstr(self.claim)}]")
+                                               what=f"E_q[{_text(self.claim)}]")
         except MomentError as err:
             if self.claimed is None:
                 return _no_mean(self.problem, self.w, self.claim, self.exact, err)
@@ -386,7 +386,7 @@ class _Comparison:
             number = gradient_at(one, {self.w: self.exact}, point)[self.w]
             if number.infinite:
                 return self._result("refuted", method="quadrature", point=point, reason=(
-                    f"d/d{self.w} E[{sp.sstr(self.problem.f)}] does not exist at "
+                    f"d/d{self.w} E[{_text(self.problem.f)}] does not exist at "
                     f"{_show_point(point)} ({number.missing}), so no {self._noun()} can be right"))
             if number.value is None:
                 self.why = number.missing
@@ -463,12 +463,12 @@ class _Comparison:
         return "E_q[h] - exact" if self.subject == "estimator" else "claim - exact"
 
     def _target(self):
-        return f"d/d{self.w} E[{sp.sstr(self.problem.f)}]"
+        return f"d/d{self.w} E[{_text(self.problem.f)}]"
 
     def _lead(self):
         if self.subject == "estimator":
             mean = _show(self.claimed) if self.claimed is not None else "(by quadrature)"
-            return (f"h = {sp.sstr(self.claim)} is biased for {self._target()}: E_q[h] = {mean}, "
+            return (f"h = {_text(self.claim)} is biased for {self._target()}: E_q[h] = {mean}, "
                     f"but the exact gradient is {_show(self.exact.expr)}")
         return f"{self._target()} is {_show(self.exact.expr)}"
 
@@ -476,7 +476,7 @@ class _Comparison:
         where = (f" (valid where {', '.join(map(sp.sstr, self.exact.conditions))})"
                  if self.exact.conditions else "")
         if self.subject == "estimator":
-            return (f"h = {sp.sstr(self.claim)} is unbiased for {self._target()}: E_q[h] = "
+            return (f"h = {_text(self.claim)} is unbiased for {self._target()}: E_q[h] = "
                     f"{_show(self.exact.expr)}, the exact gradient{where}")
         return (f"{self._target()} is {_show(self.exact.expr)}{where}, and the claim equals it "
                 f"(claim - exact simplifies to 0)")
@@ -518,10 +518,19 @@ def simplest(expr, seconds: float = SIMPLIFY_SECONDS) -> sp.Expr:
 
 def _show(expr) -> str:
     """The shorter of expr and its expansion, as text."""
-    forms = [sp.sstr(expr)]
+    forms = [_text(expr)]
     if sp.count_ops(expr) < 200:
-        forms.append(sp.sstr(sp.expand(expr)))
+        forms.append(_text(sp.expand(expr)))
     return min(forms, key=len)
+
+
+def _text(expr) -> str:
+    """sstr, with the 0/1 indicators the parser makes of comparisons written back as (z > 0)."""
+    expr = sp.sympify(expr)
+    indicators = {pw: sp.Symbol(f"({sp.sstr(pw.args[0].cond)})") for pw in expr.atoms(sp.Piecewise)
+                  if len(pw.args) == 2 and pw.args[0].expr == 1 and pw.args[1].expr == 0
+                  and pw.args[1].cond == sp.true}
+    return sp.sstr(expr.xreplace(indicators)) if indicators else sp.sstr(expr)
 
 
 def _ordered_symbols(problem: Problem) -> list:

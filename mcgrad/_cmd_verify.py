@@ -31,7 +31,8 @@ def register(subparsers, problem_args):
     problem_args(p)
     claim = p.add_mutually_exclusive_group(required=True)
     claim.add_argument("--claim", metavar="EXPR", help="the claimed gradient d/dwrt E_q[f] in "
-                       "the parameters, e.g. '4*mu**3 + 12*mu*sigma**2'")
+                       "the parameters, e.g. '4*mu**3 + 12*mu*sigma**2' (write "
+                       "--claim=-2/lam**3 when it starts with a minus sign)")
     claim.add_argument("--estimator", metavar="EXPR", help="a claimed per-sample estimator h, "
                        "in z (z ~ q) or in the base noise eps (z = g(eps)), checked for "
                        "unbiasedness: E_q[h] = d/dwrt E_q[f]; e.g. 'z**4*(z - mu)/sigma**2'")
@@ -57,9 +58,9 @@ def run(args) -> int:
     wrt = _one_wrt(args, s, option, UsageError)
     values = {k.name: v for k, v in s.values.items()} or None
     if option == "claim":
-        result = verify_claim(s.problem, args.claim, wrt=wrt, values=values, seed=args.seed)
+        result = verify_claim(s.problem, wrt, args.claim, values=values, seed=args.seed)
     else:
-        result = verify_estimator(s.problem, args.estimator, wrt=wrt, values=values,
+        result = verify_estimator(s.problem, wrt, args.estimator, values=values,
                                   seed=args.seed)
     print(json.dumps(as_json(result), indent=1) if args.json else result.text())
     return EXIT[result.verdict]

@@ -293,7 +293,7 @@ def verify_catches(family, f, wrt, option, text) -> str:
     """The verdict of `mcgrad verify` on the text."""
     p = _problem(family, f, wrt)
     check = verify_claim if option == "claim" else verify_estimator
-    return check(p, text).verdict
+    return check(p, None, text).verdict
 
 
 # -- tests -----------------------------------------------------------------------------------
