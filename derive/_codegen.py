@@ -33,7 +33,7 @@ from sympy.printing.numpy import SciPyPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from ._errors import DeriveError
-from ._numbers import evaluate, holds
+from ._numbers import holds
 from ._symbols import Z
 
 DTYPES = ("float64", "float32")
@@ -267,9 +267,11 @@ def _arrange(targets, variables):
         if c in (1, -1) or not v.has(*variables):
             return m
         adds = [a for a in sp.Mul.make_args(v) if a.is_Add and a.has(*variables)]
-        gains = sorted((counts.get((c, a), 0) - sum(_unit(t, variables) for t in a.args
-                                                     if t.has(*variables)), sp.default_sort_key(a), a)
-                       for a in adds)
+        def gain(a):
+            units = sum(_unit(t, variables) for t in a.args if t.has(*variables))
+            return counts.get((c, a), 0) - units
+
+        gains = sorted((gain(a), sp.default_sort_key(a), a) for a in adds)
         if not gains or gains[-1][0] <= 0:
             return m
         a = gains[-1][2]
@@ -636,11 +638,17 @@ def _print_ops(program, draw_line, dtype_name, target_notes):
 
 
 def _format_lines(pairs, indent="    ", width=100):
-    """Code lines with their comments aligned where they fit."""
-    col = max((len(c) for c, _ in pairs), default=0) + 2
-    col = min(col, 56)
+    """Code lines with their comments aligned where they fit; a statement too long for one
+    line gets its comment above and its right-hand side wrapped inside parentheses."""
+    short = [len(c) for c, _ in pairs if len(indent) + len(c) <= 60]
+    col = max(short, default=0) + 2
     lines = []
     for code, note in pairs:
+        if len(indent) + len(code) > width:
+            if note:
+                lines.append(f"{indent}# {note}")
+            lines += _wrap_statement(code, indent, width)
+            continue
         if not note:
             lines.append(indent + code)
             continue
@@ -648,10 +656,21 @@ def _format_lines(pairs, indent="    ", width=100):
         if len(line) > width:
             line = f"{indent}{code}  # {note}"
         if len(line) > width:
-            room = max(width - len(indent) - len(code) - 7, 10)
-            line = f"{indent}{code}  # {note[:room]}..."
+            lines += [f"{indent}# {note}", indent + code]
+            continue
         lines.append(line)
     return lines
+
+
+def _wrap_statement(code, indent, width):
+    """``lhs = rhs`` as ``lhs = (`` wrapped rhs ``)``: Python joins lines inside brackets, so
+    breaking at any space between tokens keeps the meaning (printed code has no strings)."""
+    lhs, sep, rhs = code.partition(" = ")
+    if not sep:
+        return [indent + code]
+    body = textwrap.wrap(rhs, width=width - len(indent) - 4, break_long_words=False,
+                         break_on_hyphens=False)
+    return [f"{indent}{lhs} = (", *(f"{indent}    {b}" for b in body), f"{indent})"]
 
 
 # ------------------------------------------------------------------ closed forms
@@ -674,6 +693,12 @@ def _candidates(expr):
                 out.append(sp.collect(expanded, s, func=sp.factor) / den)
             except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
                 pass
+    try:  # exp(8*exp(2*s))*exp(-8*exp(2*s)) overflows unless the exponentials are combined
+        expanded = sp.expand(expr)
+        if sp.count_ops(expanded) <= 400:
+            out.append(sp.powsimp(expanded, combine="exp"))
+    except (sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+        pass
     unique = []
     for c in out:
         if c not in unique:
@@ -702,13 +727,34 @@ def _sample_points(problem, symbols, count=12):
     return points
 
 
-def _float_value(printer, text, values):
+def _float_function(text, symbols):
+    """The printed form as a Python function of the symbols (our own printed code, not user
+    text), evaluated as the generated module would."""
     import numpy
     import scipy.special  # noqa: F401 (the printed forms may use it)
     namespace = {"numpy": numpy, "scipy": __import__("scipy")}
-    namespace.update({s.name: numpy.float64(float(v)) for s, v in values.items()})
-    with numpy.errstate(all="ignore"):
-        return float(eval(compile(text, "<closed form>", "eval"), namespace))  # our own print
+    args = ", ".join(s.name for s in symbols)
+    return eval(compile(f"lambda {args}: {text}", "<closed form>", "eval"), namespace)
+
+
+def _exact_function(expr, symbols):
+    """expr as a function evaluated in 50-digit mpmath arithmetic, or None (complex, or not
+    finite, at a point). Exact enough to rank forms whose float64 errors differ by powers of 10.
+    """
+    fn = sp.lambdify(symbols, expr, modules="mpmath")
+
+    def value(point):
+        with mpmath.workdps(50):
+            try:
+                x = fn(*(mpmath.mpf(point[s].p) / point[s].q for s in symbols))
+            except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+                return None
+            if isinstance(x, mpmath.mpc):
+                if abs(x.imag) > mpmath.mpf(10) ** -40 * (1 + abs(x.real)):
+                    return None
+                x = x.real
+            return x if mpmath.isfinite(x) else None
+    return value
 
 
 def best_form(expr, problem, conditions=()):
@@ -721,22 +767,20 @@ def best_form(expr, problem, conditions=()):
     symbols = sorted(expr.free_symbols, key=lambda s: s.name)
     points = [v for v in _sample_points(problem, symbols)
               if all(holds(c, v) is not False for c in conditions)]
-    exact = []
-    for v in points:
-        try:
-            exact.append((v, evaluate(expr, v)))
-        except DeriveError:
-            continue
+    exact_at = _exact_function(expr, symbols)
+    exact = [(v, x) for v in points for x in [exact_at(v)] if x is not None]
     if not exact:
         return expr
     printer = _Printer()
 
     def error(form):
-        text = printer.doprint(_fold_numbers(form))
+        import numpy
+        fn = _float_function(printer.doprint(_fold_numbers(form)), symbols)
         worst = 0.0
         for v, x in exact:
             try:
-                got = _float_value(printer, text, v)
+                with numpy.errstate(all="ignore"):
+                    got = float(fn(*(numpy.float64(float(v[s])) for s in symbols)))
             except Exception:  # noqa: BLE001 - a form that fails to evaluate is not chosen
                 return float("inf")
             err = abs(mpmath.mpf(got) - x) / max(abs(x), mpmath.mpf(10) ** -300)
@@ -901,12 +945,16 @@ def _kernel_function(ctx, names, fname, doc, targets, noise, out_names, notes, *
     k = len(targets)
     body = _prepare_lines(ctx, ctx.family_params if sampler else ctx.params)
     body += [c for c, _ in const_lines]
-    body.append(f"{ctx.out} = numpy.empty(({k}, *{ctx.shape}, {ctx.n}), DTYPE)")
-    unpack = ", ".join(out_names) + ("," if k == 1 else "")
-    body.append(f"({unpack}) = {ctx.out}")
-    if program.scratch:
-        t = ", ".join(program.scratch_names) + ("," if program.scratch == 1 else "")
-        body.append(f"({t}) = numpy.empty(({program.scratch}, *{ctx.shape}, {ctx.n}), DTYPE)")
+    rows = out_names + program.scratch_names
+    unpack = ", ".join(rows) + ("," if len(rows) == 1 else "")
+    if program.scratch:   # one allocation: output rows, then scratch rows
+        buffer = names.get("buffer")
+        body.append(f"{buffer} = numpy.empty(({len(rows)}, *{ctx.shape}, {ctx.n}), DTYPE)")
+        body.append(f"{ctx.out} = {buffer}[:{k}]")
+        body.append(f"({unpack}) = {buffer}")
+    else:
+        body.append(f"{ctx.out} = numpy.empty(({k}, *{ctx.shape}, {ctx.n}), DTYPE)")
+        body.append(f"({unpack}) = {ctx.out}")
     lines = [f"def {fname}({_signature(ctx, sampler=sampler)}):"]
     lines += _docstring(doc)
     lines += ["    " + b for b in body]
@@ -928,8 +976,9 @@ def _docstring(text, indent="    "):
 
 
 def _wrap(text, indent, width=96):
-    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "    ",
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.fill(text, width=width, initial_indent=indent,
+                         subsequent_indent=indent + "    ", break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def _closed_function(ctx, fname, doc, entries, *, fill, result_lines=None):
@@ -1048,7 +1097,7 @@ def _header(ctx, command, version):
     p, fam = a.problem, a.problem.family
     lines = [f"Monte Carlo gradient estimators of grad_({', '.join(map(str, p.wrt))}) "
              f"E_{{z ~ q}}[f(z)].", ""]
-    lines.append(f"q = {fam}, sampled as {fam.sampler_text}")
+    lines.append(_wrap(f"q = {fam}, sampled as {fam.sampler_text}", ""))
     if fam.theta != fam.params:
         lines.append("    with " + ", ".join(f"{s} = {sp.sstr(t)}" for s, t in
                                                zip(fam.params, fam.theta) if s != t))
@@ -1073,7 +1122,8 @@ def _header(ctx, command, version):
     if any(g.expr is not None for g in grad.values()):
         lines.append("exact_gradient(**params):")
         for w, g in grad.items():
-            lines.append(_wrap(f"d/d{w} E_q[f] = {sp.sstr(g.expr) if g.expr is not None else '(no closed form)'}", "    "))
+            text = sp.sstr(g.expr) if g.expr is not None else "(no closed form)"
+            lines.append(_wrap(f"d/d{w} E_q[f] = {text}", "    "))
         lines.append("")
     else:
         lines += ["exact_gradient: not generated.", _wrap(next(iter(grad.values())).missing or
@@ -1161,8 +1211,8 @@ def _estimator_lines(ctx, kind, est):
 def _sample_lines(ctx):
     fam = ctx.analysis.problem.family
     others = [s.name for s in ctx.params if s not in ctx.family_params]
-    doc = (f"n draws of z ~ {fam}: {fam.sampler_text}.\n\nReturns shape (n,), or (n, *S) for "
-           f"parameter arrays of broadcast shape S.")
+    doc = (_wrap(f"n draws of z ~ {fam}: {fam.sampler_text}.", "", 92) +
+           "\n\nReturns shape (n,), or (n, *S) for parameter arrays of broadcast shape S.")
     if others:
         doc += (f"\n{', '.join(others)}: not used by q; accepted so that one dict of parameters "
                 f"serves every function.")
@@ -1176,9 +1226,9 @@ def _gradient_lines(ctx):
     grad = ctx.analysis.gradient
     if all(g.expr is None for g in grad.values()):
         reason = next(iter(grad.values())).missing or "no closed form"
-        return ["# exact_gradient is not generated: E_q[f] has no closed form here "
-                f"({reason}).", "# numeric.estimate with many samples, or mcgrad check, "
-                "gives it by quadrature."]
+        text = (f"exact_gradient is not generated: E_q[f] has no closed form here ({reason}). "
+                f"numeric.estimate with many samples, or mcgrad check, gives it by quadrature.")
+        return ["# " + line for line in textwrap.wrap(text, 96)]
     entries = []
     for w, g in grad.items():
         expr = best_form(g.expr, ctx.analysis.problem, g.conditions) if g.expr is not None \

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import types
 
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
@@ -62,11 +63,17 @@ TINY = 1e-300  # results below this are subnormal in float64 and carry fewer dig
 
 
 @functools.lru_cache(maxsize=None)
-def generated(name, dtype="float64"):
-    """(analysis, setup, module) for a problem of PROBLEMS, generated once per session."""
+def analysed(name):
+    """(analysis, setup) of a problem of PROBLEMS, once per session."""
     family, f, wrt, define = PROBLEMS[name]
     s = setup(family, f, wrt=wrt, define=define)
-    analysis = derive.analyze(s.problem, budget=0, steps=False)
+    return derive.analyze(s.problem, budget=0, steps=False), s
+
+
+@functools.lru_cache(maxsize=None)
+def generated(name, dtype="float64"):
+    """(analysis, setup, module) for a problem of PROBLEMS, generated once per session."""
+    analysis, s = analysed(name)
     return analysis, s, load(generate_module(analysis, dtype=dtype))
 
 
@@ -128,19 +135,46 @@ def magnitude(expr):
         return sp.Abs(expr) * (1 + sp.Abs(p) * magnitude(b) / sp.Abs(b)
                                + sp.Abs(sp.log(b)) * magnitude(p))
     if isinstance(expr, sp.Function) and len(expr.args) == 1 and expr.args[0].free_symbols:
-        u = expr.args[0]
-        return sp.Abs(expr) + sp.Abs(expr.fdiff(1)) * magnitude(u)
+        slope = expr.fdiff(1)
+        if not slope.has(sp.Derivative, sp.Subs):   # sign, Heaviside: flat almost everywhere
+            return sp.Abs(expr) + sp.Abs(slope) * magnitude(expr.args[0])
     return sp.Abs(expr)
 
 
+def _heaviside(x, at_zero=0.5):
+    return mpmath.mpf(at_zero) if x == 0 else mpmath.mpf(x > 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _mp(expr, symbols):
+    return sp.lambdify(symbols, expr, modules=[{"Heaviside": _heaviside}, "mpmath"])
+
+
+def exact(expr, values):
+    """expr at the values (floats, taken exactly) in 50-digit arithmetic (mpmath).
+
+    Faster than derive.evaluate by 10-100x, and it takes the binary floats the generated code
+    sees, not their shortest decimals. (derive.evaluate substitutes rationals first, which makes
+    SymPy try exact powers such as (1 - 1/10**6)**(10**16/30000000000000001): minutes.)
+    """
+    symbols = tuple(sorted(values, key=lambda x: x.name))
+    with mpmath.workdps(50):
+        value = _mp(expr, symbols)(*[mpmath.mpf(float(values[x])) for x in symbols])
+        if isinstance(value, mpmath.mpc):
+            assert abs(value.imag) <= mpmath.mpf(10) ** -40 * (1 + abs(value.real)), value
+            value = value.real
+        return float(value)
+
+
 def assert_close(got, expr, values, what):
-    exact = float(derive.evaluate(expr, values))
-    scale = max(abs(exact), float(derive.evaluate(magnitude(expr), values)))
-    assert abs(got - exact) <= RTOL * scale + TINY, f"{what}: generated {got!r}, exact {exact!r}"
+    exact_value = exact(expr, values)
+    scale = max(abs(exact_value), exact(magnitude(expr), values))
+    assert abs(got - exact_value) <= RTOL * scale + TINY, \
+        f"{what}: generated {got!r}, exact {exact_value!r}"
 
 
 def check_values(s, params):
-    values = {x: derive.exact_number(params[x.name]) for x in symbols_of(s)}
+    values = {x: params[x.name] for x in symbols_of(s)}
     try:
         s.family.check_values(values)
     except derive.DeriveError:
@@ -161,7 +195,7 @@ def test_per_sample_functions_agree_with_their_expressions(name, data):
     at = {**values}
     z = module.sample(FixedNoise(noise), len(noise), **params)
     for i, e in enumerate(noise):
-        at[base.symbol] = derive.exact_number(e)
+        at[base.symbol] = e
         assert_close(z[i], s.family.q_transform, at, f"z at eps={e}")
     for kind, est in analysis.estimators.items():
         if not est.applies:
@@ -170,7 +204,7 @@ def test_per_sample_functions_agree_with_their_expressions(name, data):
         rows = fn(FixedNoise(noise), len(noise), **params)
         assert rows.shape == (len(noise), len(s.problem.wrt))
         for i, e in enumerate(noise):
-            at[base.symbol] = derive.exact_number(e)
+            at[base.symbol] = e
             for j, c in enumerate(est.in_base):
                 assert_close(rows[i, j], c, at, f"{kind} column {j} at eps={e}")
 
@@ -264,14 +298,20 @@ def test_estimate_of_generated_code_agrees_with_the_exact_gradient(name, dtype):
         assert abs(mean - exact) <= z * se + 1e-6 * abs(exact), (kind, j, mean, exact, se)
 
 
-def test_float32_module_computes_in_float32():
-    _, _, module = generated("normal", "float32")
-    rows = module.pathwise(np.random.default_rng(0), 1000, **PARAMS["normal"])
-    assert rows.dtype == np.float32 and module.sample(np.random.default_rng(0), 5, mu=0.0,
-                                                      sigma=1.0).dtype == np.float32
-    _, _, wide = generated("normal")
-    np.testing.assert_allclose(rows, wide.pathwise(np.random.default_rng(0), 1000,
-                                                   **PARAMS["normal"]), rtol=2e-6, atol=2e-6)
+@pytest.mark.parametrize("name", ["normal", "logistic"])
+def test_float32_module_computes_in_float32(name):
+    """float32 draws (or float64 draws cast, where the Generator has no dtype) and float32
+    arithmetic: the same numbers as float64 on the same noise, to float32 rounding."""
+    _, _, narrow = generated(name, "float32")
+    _, _, wide = generated(name)
+    rows = narrow.score_function(np.random.default_rng(0), 1000, **PARAMS[name])
+    assert rows.dtype == np.float32
+    assert narrow.sample(np.random.default_rng(0), 5, **PARAMS[name]).dtype == np.float32
+    noise = np.random.default_rng(1).standard_normal(1000)
+    expected = wide.score_function(FixedNoise(noise), 1000, **PARAMS[name])
+    # f ~ -1e6 in the normal problem: float32 rounding of f, 6e-8 relative, sets the scale
+    np.testing.assert_allclose(narrow.score_function(FixedNoise(noise), 1000, **PARAMS[name]),
+                               expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
 def test_estimate_does_not_depend_on_the_chunk_size():
@@ -348,7 +388,7 @@ def test_generated_source_is_deterministic_across_hash_seeds():
         a = derive.analyze(s.problem, budget=0, steps=False)
         sys.stdout.write(generate_module(a, command="mcgrad codegen normal", version="0.1.0"))
     """)
-    for seed in ("1", "12345"):
+    for seed in ("12345",):
         there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                check=True, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
         assert there == here
