@@ -209,6 +209,8 @@ def main():
     else:
         torch, ways = torch_bits
         default_threads = torch.get_num_threads()
+        cores = os.cpu_count() or 1  # importing NumPy with OPENBLAS_NUM_THREADS=1 first can
+        # leave torch at one thread: ask for every core explicitly as the second contender
 
         def threads(k, fn):
             def run(n):
@@ -219,7 +221,7 @@ def main():
                     torch.set_num_threads(default_threads)
             return run
         for way, fns in ways.items():
-            for k in sorted({1, default_threads}):
+            for k in sorted({1, cores}):
                 contenders[f"torch {way}, {k} thr"] = {kind: threads(k, fn)
                                                        for kind, fn in fns.items()}
         notes.append(f"torch {torch.__version__}")

@@ -73,7 +73,14 @@ def analyze(p: Problem, *, budget: float | None = None, steps: bool = True) -> A
         ests = {k: make(p) for k, make in ESTIMATORS.items()}
         var = {k: variances(e, grad, budget=budget) for k, e in ests.items()}
         st = {w: (log_derivative_trick(p, w, grad[w]), reparameterization(p, w, grad[w]))
-              for w in p.wrt} if steps else {}
+              for w in p.wrt} if steps and not (p.family.discrete or p.family.implicit) else {}
+        if steps and p.family.discrete:  # sums, and no reparameterization: derive/_discrete.py
+            from ._discrete import derivations
+            st = {w: derivations(p, w, grad[w]) for w in p.wrt}
+        if steps and p.family.implicit:  # no transform g: dz/dphi from the CDF
+            from ._implicit import derivation
+            st = {w: (log_derivative_trick(p, w, grad[w]), derivation(p, w, grad[w]))
+                  for w in p.wrt}
     except DeriveError as err:
         raise err.within(f"while deriving {p}") from None
     return Analysis(p, expectation(p, p.f, budget=budget), grad, ests, var, st)

@@ -31,6 +31,8 @@ class Base:
     """Points for mpmath.quad: finite cut-offs where a tail falls doubly exponentially."""
     tail_probes: tuple
     """Distances from the end of the support at which integrability is probed (see _quadrature)."""
+    heavy_tails: bool = False
+    """Tails that fall only polynomially (Cauchy): oscillating integrands need quadosc there."""
 
 
 def _true(t):
@@ -66,4 +68,5 @@ GUMBEL = Base(
     (-7, -3, 0, 4, 16, 64, sp.oo), _EXP_FAR)
 CAUCHY = Base(
     "cauchy", "eps ~ Cauchy(0, 1)", EPS, 1 / (sp.pi * (1 + EPS**2)), (-sp.oo, sp.oo),
-    "standard_cauchy({n})", None, _true, (-sp.oo, -100, -10, -1, 0, 1, 10, 100, sp.oo), _POLY_FAR)
+    "standard_cauchy({n})", None, _true, (-sp.oo, -100, -10, -1, 0, 1, 10, 100, sp.oo), _POLY_FAR,
+    heavy_tails=True)

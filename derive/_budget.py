@@ -3,6 +3,10 @@
 import contextlib
 import signal
 import threading
+import time
+
+
+_REPEAT_SECONDS = 0.05
 
 
 class OutOfTime(Exception):
@@ -23,10 +27,20 @@ def time_budget(seconds: float):
     def _alarm(signum, frame):
         raise OutOfTime()
 
+    outer_left, outer_repeat = signal.getitimer(signal.ITIMER_REAL)
+    start = time.monotonic()
+    if outer_left > 0:  # nested in another budget: never outlive it
+        seconds = min(seconds, outer_left)
     previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Repeat every 50 ms after the first alarm: SymPy swallows exceptions in places (`except
+    # Exception` inside integrate's Risch code), and a single alarm caught there left
+    # integrate running for minutes with no budget at all.
+    signal.setitimer(signal.ITIMER_REAL, seconds, _REPEAT_SECONDS)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left > 0:  # give the outer budget back what is left of it
+            left = outer_left - (time.monotonic() - start)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), outer_repeat)

@@ -40,7 +40,9 @@ DTYPES = ("float64", "float32")
 RESERVED = frozenset({"numpy", "scipy", "functools", "DTYPE", "WRT", "PARAMETERS"})
 """Names the generated module uses at module level; a symbol of these names would shadow them."""
 
-FUNCTION_NAMES = {"score": "score_function", "pathwise": "pathwise"}
+FUNCTION_NAMES = {"score": "score_function", "pathwise": "pathwise",
+                  "score_baseline": "score_function_baseline",
+                  "score_delta": "score_function_delta"}
 
 _DRAWS_WITH_OUT = frozenset({"standard_normal", "random", "standard_exponential"})
 """Generator methods taking ``out=`` and ``dtype=`` (float32 or float64)."""
@@ -1071,7 +1073,10 @@ def _check_function(ctx):
 
 
 _TITLES = {"score": "Score-function (log-derivative, REINFORCE) estimator of grad E_q[f]:",
-           "pathwise": "Pathwise (reparameterization) estimator of grad E_q[f]:"}
+           "pathwise": "Pathwise (reparameterization) estimator of grad E_q[f]:",
+           "score_baseline": "Score-function estimator of grad E_q[f] with a constant baseline:",
+           "score_delta": "Score-function estimator of grad E_q[f] with the delta-method "
+                          "control variate:"}
 
 
 def _estimator_doc(ctx, kind, est):
@@ -1080,7 +1085,7 @@ def _estimator_doc(ctx, kind, est):
     lines = [_TITLES[kind], "", _wrap(est.formula, "    "), ""]
     for w, c in zip(ctx.wrt, est.components):
         lines.append(_wrap(f"d/d{w}: h = {sp.sstr(c)}", "    "))
-    if kind == "score":
+    if kind.startswith("score"):
         lines += ["", _wrap(f"computed from the noise: z = {sp.sstr(fam.q_transform)}, "
                             f"{fam.base.text}.", "")]
     lines += ["", _wrap(f"Requires: {est.requires}.", "")]
@@ -1109,6 +1114,10 @@ def _header(ctx, command, version):
               "returns", "(n, *S) and the estimators (n, *S, len(WRT)); exact_gradient "
               "returns (*S, len(WRT)).",
               f"DTYPE = numpy.{ctx.dtype}: the precision of the samples and the estimates.", ""]
+    if getattr(fam, "implicit", False):
+        lines[-1:-1] = ["sample and the estimators take scalar parameters only (z is drawn by "
+                        "NumPy's own", "sampler; dz/dtheta of a shape parameter is computed "
+                        "numerically with scipy.special)."]
     for kind, est in a.estimators.items():
         name = FUNCTION_NAMES[kind]
         if not est.applies:
@@ -1154,7 +1163,7 @@ def _header(ctx, command, version):
 def _context(analysis, dtype):
     p = analysis.problem
     fam = p.family
-    eps = fam.base.symbol
+    eps = fam.base.symbol if fam.base is not None else Z  # implicit families: z itself
     fam_syms = sorted(fam.symbols, key=lambda s: _theta_order(fam, s))
     other = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
     params = tuple(fam_syms) + tuple(other)
@@ -1287,8 +1296,24 @@ def _variance_lines(ctx):
     return out
 
 
+def _baseline_lines(ctx, budget):
+    """score_function_baseline and optimal_baseline, or a comment saying why they are absent."""
+    from ._baselines import optimal_baseline, optimal_score_baseline
+    p = ctx.analysis.problem
+    est = optimal_score_baseline(p, budget=budget)
+    if not est.applies:
+        return ["# score_function_baseline and optimal_baseline are not generated:",
+                *("# " + line for line in textwrap.wrap(est.refused, 96))]
+    opt = optimal_baseline(p, budget=budget)
+    entries = [(best_form(ex.expr, p, ex.conditions), ex.conditions) for ex in opt.values()]
+    doc = ("The optimal constant baseline b*_j = E[h_j s_j]/E[s_j**2] of score_function_baseline,"
+           "\nshape (len(WRT),), or (*S, len(WRT)); float64, nan where a condition fails.")
+    return (_estimator_lines(ctx, est.kind, est) + ["", ""] +
+            _closed_function(ctx, "optimal_baseline", doc, entries, fill="numpy.nan"))
+
+
 def generate_module(problem_or_analysis, *, dtype="float64", command=None, version=None,
-                    budget=None) -> str:
+                    budget=None, baseline=False) -> str:
     """Source of a standalone Python module for a gradient problem: sampler, estimators, exact
     gradient and variances.
 
@@ -1307,27 +1332,50 @@ def generate_module(problem_or_analysis, *, dtype="float64", command=None, versi
         command: the command line that generated the module, for its header.
         version: the generating package's version, for its header.
         budget: seconds for SymPy's integrate when analysing a Problem (None: the default).
+        baseline: also write ``score_function_baseline(rng, n, **params)``, the score-function
+            estimator with the optimal constant baseline, and ``optimal_baseline(**params)``
+            (b*_w per column), where b* has a closed form (:func:`derive.optimal_baseline`).
     """
     _check_dtype(dtype)
+    fam = getattr(getattr(problem_or_analysis, "problem", problem_or_analysis), "family", None)
+    if getattr(fam, "discrete", False):
+        raise DeriveError(f"mcgrad codegen does not support discrete families yet ({fam.name}); "
+                          f"use mcgrad check, or derive.numpy_estimator for the score function")
+    implicit = getattr(fam, "implicit", False)  # z drawn directly: derive/_implicit.py
+    from . import _implicit
+    if implicit and dtype != "float64":
+        raise DeriveError(f"the implicitly reparameterized families ({fam.name}) are generated "
+                          f"in float64 only")
     analysis = _analysis(problem_or_analysis, budget)
     p = analysis.problem
     try:
         ctx = _context(analysis, dtype)
-        parts = [_check_function(ctx), _sample_lines(ctx)]
+        parts = [_check_function(ctx),
+                 _implicit.sample_lines(ctx) if implicit else _sample_lines(ctx)]
         for kind, est in analysis.estimators.items():
-            parts.append(_estimator_lines(ctx, kind, est))
+            parts.append(_implicit.estimator_lines(ctx, kind, est) if implicit else
+                         _estimator_lines(ctx, kind, est))
         parts.append(_gradient_lines(ctx))
         parts.append(_variance_lines(ctx))
+        if baseline and implicit:
+            parts.append(["# score_function_baseline and optimal_baseline are not generated for "
+                          "the implicit families", "# yet; mcgrad check --baseline computes them."])
+        elif baseline:
+            parts.append(_baseline_lines(ctx, budget))
     except DeriveError as err:
         raise err.within(f"while generating code for {p}") from None
     head = _header(ctx, command, version)
     imports = ctx.printer.imports()
     if "import numpy" not in imports:
         imports.insert(0, "import numpy")
+    if implicit and "import scipy.special" not in imports:  # the helpers of derive/_implicit.py
+        imports.append("import scipy.special")
     source = ['"""' + head + '\n"""', "", *imports, "",
               f"WRT = {tuple(w.name for w in p.wrt)!r}",
               f"PARAMETERS = {tuple(s.name for s in ctx.params)!r}",
               f"DTYPE = numpy.{dtype}", "", "", _HELPERS.strip("\n")]
+    if implicit:
+        source += ["", "", _implicit.MODULE_HELPERS.strip("\n")]
     for part in parts:
         if part:
             source += ["", "", *part]

@@ -14,6 +14,8 @@ from ._errors import DeriveError
 from ._expectation import Closed, MomentError, closed_form, is_closed
 from ._families import Family
 from ._symbols import Z
+from . import _discrete, _implicit
+from ._discrete import PATHWISE_REFUSED, check_wrt, default_wrt
 
 _DISCONTINUOUS = (sp.sign, sp.Heaviside, sp.floor, sp.ceiling, sp.Piecewise, sp.frac)
 
@@ -45,7 +47,9 @@ def problem(family: Family, f, wrt=None) -> Problem:
     if wrt is None:
         wrt = sorted(family.symbols, key=lambda s: [str(t) for t in family.theta].index(str(s))
                      if str(s) in map(str, family.theta) else len(family.theta))
+        wrt = default_wrt(family, wrt)
     wrt = tuple(_as_symbol(w, known) for w in wrt)
+    check_wrt(family, wrt)
     if not wrt:
         raise DeriveError("no parameter to differentiate; name one with wrt")
     if len(set(wrt)) != len(wrt):
@@ -89,9 +93,14 @@ class Estimator:
 
 def to_base(expr, family: Family) -> sp.Expr:
     """expr(z) with z = g(eps; phi) substituted and simplified where the base noise is positive."""
+    if family.discrete or family.implicit:  # no noise: estimators are computed from z itself
+        return sp.sympify(expr)
     out = sp.sympify(expr).xreplace({Z: family.q_transform})
     if family.base.symbol.is_positive:
-        out = sp.expand_log(sp.powdenest(out, force=True), force=True)
+        # no force=True: it assumes EVERY symbol positive (posify), which turned the boundary
+        # term exp(-Abs(a)) of a Uniform(a, b) score into exp(-a) for a < 0; the noise is
+        # declared positive, so its powers and logs denest without it
+        out = sp.expand_log(sp.powdenest(out))
     return out
 
 
@@ -108,7 +117,10 @@ def score_function(p: Problem) -> Estimator:
     logq = fam.q_log_density
     comps, notes = [], []
     for w in p.wrt:
-        boundary = _boundary_term(p, w)
+        try:
+            boundary = _boundary_term(p, w)
+        except DeriveError as err:
+            return Estimator("score", p, None, (), (), "", "", refused=err.message)
         if boundary != 0:
             notes.append(f"d/d{w}: the support moves with {w}; the boundary term "
                          f"{sp.sstr(boundary)} is included")
@@ -143,6 +155,10 @@ def pathwise(p: Problem) -> Estimator:
     Reference: Kingma and Welling (2014); Mohamed et al. (2020), section 5.
     """
     fam, f = p.family, p.f
+    if fam.discrete:
+        return Estimator("pathwise", p, None, (), (), "", "", refused=PATHWISE_REFUSED)
+    if fam.implicit:  # dz/dphi = -(dF/dphi)/q: derive/_implicit.py
+        return _implicit.pathwise(p, _DISCONTINUOUS)
     eps = fam.base.symbol
     jumps = [a for a in f.atoms(*_DISCONTINUOUS) if a.has(Z)]
     if jumps:
@@ -179,6 +195,10 @@ class Exact:
 def expectation(p_or_family, h_in_z, *, budget=None) -> Exact:
     """E_q[h(z)] in closed form, where one can be had."""
     fam = p_or_family.family if isinstance(p_or_family, Problem) else p_or_family
+    if fam.discrete:
+        return _exact(lambda: _discrete.closed_form(fam, h_in_z, budget=budget))
+    if fam.implicit:
+        return _exact(lambda: _implicit.closed_form(fam, h_in_z, budget=budget))
     return _exact(lambda: closed_form(to_base(h_in_z, fam), fam.base, budget=budget))
 
 
@@ -215,7 +235,11 @@ def variances(est: Estimator, gradient: Mapping, *, budget=None) -> tuple:
     fam = est.problem.family
     out = []
     for w, h in zip(est.problem.wrt, est.in_base):
-        second = _exact(lambda: closed_form(sp.expand(h**2), fam.base, budget=budget))
+        second = (_exact(lambda: _discrete.closed_form(fam, h**2, budget=budget))
+                  if fam.discrete else
+                  _exact(lambda: _implicit.closed_form(fam, h**2, budget=budget))
+                  if fam.implicit else
+                  _exact(lambda: closed_form(sp.expand(h**2), fam.base, budget=budget)))
         g = gradient[w]
         if second.infinite:
             out.append(Exact(None, "none", missing=f"the variance is infinite: {second.missing}",

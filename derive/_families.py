@@ -46,6 +46,8 @@ class Family:
     sampler_text: str
     theta: tuple = field(default=())
     discrete: bool = False
+    implicit: bool = False
+    """Sampled directly, with dz/dtheta from the CDF (derive/_implicit.py)."""
 
     def __post_init__(self):
         if not self.theta:
@@ -216,7 +218,16 @@ def family(name: str) -> Family:
     try:
         return CATALOG[name]()
     except KeyError:
-        near = difflib.get_close_matches(str(name), CATALOG, n=1)
+        from . import _discrete  # discrete families: bernoulli, categoricalK, poisson, ...
+        found = _discrete.family(name)
+        if found is not None:
+            return found
+        from . import _implicit  # implicit reparameterization: gamma, beta, studentt
+        found = _implicit.family(name)
+        if found is not None:
+            return found
+        names = [*CATALOG, *_implicit.CATALOG, *_discrete.CATALOG]
+        near = difflib.get_close_matches(str(name), names, n=1)
         hint = f"did you mean {near[0]!r}? " if near else ""
         raise DeriveError(f"unknown family {name!r}; {hint}choose one of "
-                          f"{', '.join(CATALOG)}") from None
+                          f"{', '.join(names)}") from None

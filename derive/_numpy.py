@@ -7,6 +7,7 @@ forms stably: log(1 + exp(u)) as logaddexp(0, u) (log1p(exp(800)) is inf) and ex
 as expit(u).
 """
 
+from . import _discrete, _implicit
 from ._codegen import estimator_source, sigmoid, softplus, stable
 from ._estimators import Estimator
 
@@ -16,7 +17,18 @@ __all__ = ["numpy_estimator", "parameter_names", "sigmoid", "softplus", "stable"
 def parameter_names(est: Estimator) -> tuple:
     """The keyword arguments the NumPy function takes: the family's symbols, then the other
     symbols of f, as in the generated module's ``PARAMETERS``."""
-    return estimator_source(est)[2]
+    return _source(est, "float64")[2]
+
+
+def _source(est, dtype):
+    if est.kind == "measure_valued":  # several noise variables per sample: derive/_mvd.py
+        from . import _mvd
+        return _mvd.estimator_source(est, dtype=dtype)
+    if est.problem.family.discrete:  # z drawn directly: derive/_discrete.py
+        return _discrete.estimator_source(est, dtype=dtype)
+    if est.problem.family.implicit:  # z drawn directly, dz/dphi from the CDF: derive/_implicit.py
+        return _implicit.estimator_source(est, dtype=dtype)
+    return estimator_source(est, dtype=dtype)
 
 
 def numpy_estimator(est: Estimator, *, dtype: str = "float64"):
@@ -25,7 +37,7 @@ def numpy_estimator(est: Estimator, *, dtype: str = "float64"):
     ``fn.parameters`` names its keyword arguments and ``fn.source`` is the generated source.
     Raises ValueError (a DeriveError) when the estimator does not apply.
     """
-    source, name, names = estimator_source(est, dtype=dtype)
+    source, name, names = _source(est, dtype)
     namespace = {"__name__": f"mcgrad_generated_{est.kind}"}
     exec(compile(source, f"<mcgrad {est.kind} estimator>", "exec"), namespace)  # generated code
     fn = namespace[name]

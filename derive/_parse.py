@@ -266,16 +266,21 @@ _CHAIN_CLASS = {ast.Add: "add", ast.Sub: "add", ast.Mult: "mul", ast.Div: "mul"}
 
 
 def parse_expression(
-    text: str, symbols: Mapping[str, sympy.Symbol], *, what: str = "expression"
+    text: str, symbols: Mapping[str, sympy.Symbol], *, what: str = "expression",
+    vectors: Mapping[str, tuple] | None = None,
 ) -> sympy.Expr:
     """Parse ``text`` into a SymPy expression without evaluating any Python.
 
     ``symbols`` maps the only names allowed as variables to their SymPy symbols;
-    ``what`` names the input in error messages (e.g. ``"--f"``).  Raises
-    :class:`ExpressionError` (a ``ValueError``) for anything not in the language
-    described in the module docstring.
+    ``what`` names the input in error messages (e.g. ``"--f"``).  ``vectors`` maps
+    names of vectors to their component symbols: ``z[0]`` (a literal non-negative
+    integer index in range, nothing else) is then ``vectors["z"][0]``; it is the
+    one subscript the language accepts.  Raises :class:`ExpressionError` (a
+    ``ValueError``) for anything not in the language described in the module
+    docstring.
     """
     parser = _Parser(text, symbols, what)
+    parser.vectors = dict(vectors or {})
     return parser.parse()
 
 
@@ -454,6 +459,8 @@ class _Parser:
             return [node.left, *node.comparators]
         if isinstance(node, ast.Call):
             return self._check_call(node)
+        if isinstance(node, ast.Subscript) and self._vector_component(node) is not None:
+            return []
         if isinstance(node, ast.BoolOp):
             word = "and" if isinstance(node.op, ast.And) else "or"
             self.fail(
@@ -463,6 +470,21 @@ class _Parser:
             )
         name, hint = _CONSTRUCTS.get(type(node), (f"'{type(node).__name__}' constructs", None))
         self.fail(f"{name} not allowed", node, hint)
+
+    def _vector_component(self, node):
+        """The symbol of ``v[k]`` for a declared vector v and a literal index k in range; None
+        when ``node`` is not a subscript of a declared vector (refused as any subscript)."""
+        vectors = getattr(self, "vectors", {})
+        if not (isinstance(node.value, ast.Name) and node.value.id in vectors):
+            return None
+        name, parts = node.value.id, vectors[node.value.id]
+        index = node.slice
+        if not (isinstance(index, ast.Constant) and type(index.value) is int):
+            self.fail(f"the index of {name}[...] must be a whole number such as {name}[0]", node)
+        if not 0 <= index.value < len(parts):
+            self.fail(f"{name}[{index.value}] is out of range: {name} has {len(parts)} components, "
+                      f"{name}[0] to {name}[{len(parts) - 1}]", node)
+        return parts[index.value]
 
     def _check_constant(self, node):
         value = node.value
@@ -537,6 +559,9 @@ class _Parser:
             self.fail(f"unknown function {name!r}", node, self._suggest(name, functions=True))
         if name in self.symbols or name in CONSTANTS:
             return
+        if name in getattr(self, "vectors", {}):
+            self.fail(f"{name!r} is a vector of {len(self.vectors[name])} components; use one "
+                      f"component at a time", node, f"write e.g. {name}[0]**2 + {name}[1]**2")
         if name in _FUNCTIONS:
             self.fail(f"function {name!r} used without arguments", node, f"call it, e.g. {name}(z)")
         self.fail(f"unknown name {name!r}", node, self._suggest(name, functions=False))
@@ -617,6 +642,8 @@ class _Parser:
             return self._build_compare(node)
         if isinstance(node, ast.Call):
             return self._build_call(node)
+        if isinstance(node, ast.Subscript):
+            return self._vector_component(node)
         raise AssertionError(f"unvalidated node {type(node).__name__}")  # pragma: no cover
 
     def _build_binop(self, node):

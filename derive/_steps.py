@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ._budget import OutOfTime, time_budget
-from ._estimators import Problem, score_function, pathwise, Exact, expectation
+from ._estimators import Problem, score_function, pathwise, Exact, expectation, _boundary_term
 from ._expectation import is_closed
 from ._errors import DeriveError
 from ._numbers import evaluate
@@ -69,13 +69,25 @@ class Derivation:
 
 
 class _E(sp.Function):
-    """Display-only expectation E_q[...]."""
+    """Display-only expectation E_q[...], over z ~ q."""
+
+    under = "q"
 
     def _latex(self, printer):
-        return r"\mathbb{E}_{q}\left[" + printer._print(self.args[0]) + r"\right]"
+        return (r"\mathbb{E}_{" + self.under + r"}\left[" + printer._print(self.args[0])
+                + r"\right]")
 
     def _sympystr(self, printer):
-        return f"E_q[{printer._print(self.args[0])}]"
+        return f"E_{self.under}[{printer._print(self.args[0])}]"
+
+
+class _Eeps(_E):
+    """Display-only expectation E_eps[...], over the base noise eps."""
+
+    under = "eps"
+
+    def _latex(self, printer):
+        return r"\mathbb{E}_{\epsilon}\left[" + printer._print(self.args[0]) + r"\right]"
 
 
 def log_derivative_trick(p: Problem, w, gradient: Exact) -> Derivation:
@@ -88,21 +100,29 @@ def log_derivative_trick(p: Problem, w, gradient: Exact) -> Derivation:
     start = sp.Derivative(sp.Integral(q * f, (Z, lo, hi)), w)
     fixed = not (sp.sympify(lo).has(w) or sp.sympify(hi).has(w))
     extra = sp.Integral(q * sp.diff(f, w), (Z, lo, hi)) if f.has(w) else sp.Integer(0)
-    s1 = Step(start, sp.Integral(sp.Derivative(q, w) * f, (Z, lo, hi)) + extra,
-              "differentiate under the integral sign (Leibniz)", fixed,
-              "the support does not depend on " + str(w) if fixed else
-              "the support moves with " + str(w) + ": boundary terms are needed and are added "
-              "to the estimator")
+    sf = score_function(p)
+    if fixed:
+        boundary, ok, why = sp.Integer(0), True, f"the support does not depend on {w}"
+    elif sf.applies:
+        boundary, ok = _boundary_term(p, w), True
+        why = (f"the support moves with {w}: Leibniz's rule adds the boundary term "
+               f"f(b) q(b) db/d{w} - f(a) q(a) da/d{w} = {sp.sstr(_boundary_term(p, w))}")
+    else:
+        boundary, ok, why = sp.Integer(0), False, sf.refused
+    s1 = Step(start, sp.Integral(sp.Derivative(q, w) * f, (Z, lo, hi)) + extra + boundary,
+              "differentiate under the integral sign (Leibniz)", ok, why)
     ident = sp.diff(density, w) - density * sp.diff(logq, w)
-    s2 = Step(s1.rhs, sp.Integral(q * sp.Derivative(sp.log(q), w) * f, (Z, lo, hi)) + extra,
-              "grad q = q grad log q", _is_zero(ident),
+    s2 = Step(s1.rhs, sp.Integral(q * sp.Derivative(sp.log(q), w) * f, (Z, lo, hi)) + extra
+              + boundary, "grad q = q grad log q", _is_zero(ident),
               f"d/d{w} q - q d/d{w} log q simplifies to 0 for {fam}")
     score = sp.diff(logq, w)
-    sf = score_function(p)
-    comp = sf.components[p.wrt.index(w)]
-    value = expectation(p, comp)
-    agree, how = _same(value, gradient, p)
-    s3 = Step(s2.rhs, _E(f * score + sp.diff(f, w)), "the definition of E_q", agree, how)
+    if sf.applies:
+        value = expectation(p, sf.components[p.wrt.index(w)])
+        agree, how = _same(value, gradient, p)
+    else:
+        agree, how = None, sf.refused
+    s3 = Step(s2.rhs, _E(f * score + sp.diff(f, w)) + boundary, "the definition of E_q", agree,
+              how)
     inside = expectation(p, sp.diff(f, w))
     pit_value = inside.expr if inside.expr is not None else _E(sp.diff(f, w))
     differs, _ = _same(inside, gradient, p)
@@ -121,17 +141,17 @@ def reparameterization(p: Problem, w, gradient: Exact) -> Derivation:
     g = fam.q_transform
     start = sp.Derivative(_E(f), w)
     composed = f.xreplace({Z: g})
-    s1 = Step(start, sp.Derivative(_E(composed), w), f"z = g(eps) has law q ({fam.base.text})",
+    s1 = Step(start, sp.Derivative(_Eeps(composed), w), f"z = g(eps) has law q ({fam.base.text})",
               True, "by construction of the sampler")
     pw = pathwise(p)
     if not pw.applies:
-        s2 = Step(s1.rhs, _E(sp.Derivative(composed, w)), "interchange", False, pw.refused)
+        s2 = Step(s1.rhs, _Eeps(sp.Derivative(composed, w)), "interchange", False, pw.refused)
         return Derivation(f"reparameterization for d/d{w} E_q[{sp.sstr(f)}]", start, (s1, s2))
     comp = pw.components[p.wrt.index(w)]
     chain = sp.diff(f, Z).xreplace({Z: g}) * sp.diff(g, w) + sp.diff(f, w).xreplace({Z: g})
-    s2 = Step(s1.rhs, _E(comp), "differentiate inside (f continuous, a.e. differentiable)",
+    s2 = Step(s1.rhs, _Eeps(comp), "differentiate inside (f continuous, a.e. differentiable)",
               *_same(Exact(*_closed(pw, comp)), gradient, p))
-    s3 = Step(s2.rhs, _E(chain), "chain rule: f'(g) dg/dphi", _is_zero(comp - chain),
+    s3 = Step(s2.rhs, _Eeps(chain), "chain rule: f'(g) dg/dphi", _is_zero(comp - chain),
               "the difference simplifies to 0")
     return Derivation(f"reparameterization for d/d{w} E_q[{sp.sstr(f)}]", start, (s1, s2, s3))
 

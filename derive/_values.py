@@ -12,6 +12,7 @@ from typing import Mapping
 import mpmath
 import sympy as sp
 
+from . import _discrete, _implicit
 from ._errors import DeriveError
 from ._estimators import Estimator, Exact, Problem, to_base
 from ._expectation import MomentError
@@ -43,6 +44,11 @@ def _gradient_one(p, w, ex: Exact, values):
         if number is not None:
             return number
     try:
+        if p.family.discrete:  # the sum of d/dw [q(k) f(k)], see derive/_discrete.py
+            value, method = _discrete.gradient_at(p, w, values)
+            return Number(float(value), method)
+        if p.family.implicit:  # quadrature over the family's own density: derive/_implicit.py
+            return Number(float(_implicit.gradient_at(p, w, values)), "quadrature")
         return Number(float(_difference_of_quadrature(p, w, values)), "quadrature")
     except MomentError as err:
         return Number(None, "none", f"E_q[f] does not exist: {err.message}", True)
@@ -51,11 +57,15 @@ def _gradient_one(p, w, ex: Exact, values):
 
 
 def _closed_at(ex: Exact, values):
+    """The closed form at the values; None (use quadrature) where it cannot be evaluated or
+    its conditions cannot be decided. A failing condition of a rule means divergence (exp(t eps)
+    beyond the MGF's domain); one of SymPy's integrate only means its formula does not apply
+    there (E_N[Heaviside(z - 1/2)] comes with Eq(2*arg(1/2 - mu) - 2*pi, 0))."""
     for c in ex.conditions:
         verdict = holds(c, values)
-        if verdict is False:
+        if verdict is False and ex.method == "closed-form":
             return Number(None, "none", f"infinite at these values ({c} fails)", True)
-        if verdict is None:
+        if verdict is not True:
             return None
     try:
         return Number(float(evaluate(ex.expr, values)), ex.method)
@@ -104,9 +114,15 @@ def _variance_by_quadrature(est, h, g: Number, values):
         return Number(None, "none", g.missing, g.infinite)
     try:
         with mpmath.workdps(30):
-            second = quad_expectation(h**2, est.problem.family.base, values,
-                                      what="E[h**2]")
-            return Number(float(second - mpmath.mpf(g.value) ** 2), "quadrature")
+            method = "quadrature"
+            if est.problem.family.discrete:
+                second, method = _discrete.second_moment_at(est.problem.family, h, values)
+            elif est.problem.family.implicit:
+                second = _implicit.quad_at(est.problem.family, h**2, values, what="E[h**2]")
+            else:
+                second = quad_expectation(h**2, est.problem.family.base, values,
+                                          what="E[h**2]")
+            return Number(float(second - mpmath.mpf(g.value) ** 2), method)
     except MomentError as err:
         return Number(None, "none", f"the variance is infinite: {err.message}", True)
     except DeriveError as err:

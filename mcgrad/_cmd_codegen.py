@@ -32,6 +32,10 @@ def register(subparsers, problem_args):
     p.add_argument("--dtype", choices=DTYPES, default="float64",
                    help="precision of the samples and per-sample estimates (float32 halves "
                         "the memory traffic)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also write score_function_baseline (the score function with the "
+                        "optimal constant baseline b*, where b* has a closed form) and "
+                        "optimal_baseline")
     p.set_defaults(run=run)
 
 
@@ -39,12 +43,16 @@ def command_line(args) -> str:
     """The canonical command for the module's header (without -o and --force, so that the
     module does not depend on where it is written)."""
     words = ["mcgrad", "codegen", args.family, "--f", args.f]
+    if getattr(args, "dim", None) is not None:
+        words += ["--dim", str(args.dim)]
     if args.wrt:
         words += ["--wrt", ",".join(args.wrt)]
     for name, expr in args.define:
         words += ["--define", f"{name}={expr}"]
     if args.dtype != "float64":
         words += ["--dtype", args.dtype]
+    if args.baseline:
+        words += ["--baseline"]
     return shlex.join(words)
 
 
@@ -56,9 +64,19 @@ def run(args) -> int:
         folder = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(folder):
             raise UsageError(f"cannot write {args.output}: the directory {folder} does not exist")
-    s = setup(args.family, args.f, wrt=args.wrt, define=_defines(args))
-    source = generate_module(s.problem, dtype=args.dtype, command=command_line(args),
-                             version=__version__)
+    from .cli import _vector_args
+    if _vector_args(args):
+        from derive._vector import vector_module
+        from ._check_vector import problem
+        if args.wrt:
+            raise UsageError("--wrt is not supported by codegen for vector families: the module "
+                             "returns every scalar parameter's column (see WRT)")
+        source = vector_module(problem(args.family, args.dim, args.f), dtype=args.dtype,
+                               command=command_line(args), version=__version__)
+    else:
+        s = setup(args.family, args.f, wrt=args.wrt, define=_defines(args))
+        source = generate_module(s.problem, dtype=args.dtype, command=command_line(args),
+                                 version=__version__, baseline=args.baseline)
     if not args.output:
         sys.stdout.write(source)
         return 0

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         "symbolically and checked by Monte Carlo.")
     top.add_argument("--version", action="version", version=f"mcgrad {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
-    families = ", ".join(derive.CATALOG)
+    families = ", ".join([*derive.CATALOG, *(n if n != "categorical" else "categoricalK"
+                                              for n in derive.DISCRETE_CATALOG)])
 
     def problem_args(p):
         p.add_argument("family", help=f"one of: {families}")
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--define", type=_define, action="append", default=[],
                        metavar="PARAM=EXPR", help="a family parameter as an expression of your "
                        "own, e.g. --define sigma=exp(s); then differentiate w.r.t. s")
+        p.add_argument("--dim", type=_dim, metavar="D", help="the dimension of a vector family "
+                       "(mvnormal_diag, mvnormal); f is then gaussian_decoder, bernoulli_decoder "
+                       "or an expression of z[0] .. z[D-1]")
 
     d = sub.add_parser("derive", help="symbolic results and the derivation steps")
     problem_args(d)
@@ -92,6 +96,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="chance that a correct estimator is reported as disagreeing, per "
                         "comparison (default 1e-6)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--baseline", default="none", metavar="{none,constant=V,optimal,delta}",
+                   help="also run the score-function estimator with a constant baseline V, "
+                        "the optimal constant baseline, or the delta-method control variate")
+    c.add_argument("--mvd", nargs="?", const="coupled", choices=("coupled", "uncoupled"),
+                   help="also run the measure-valued derivative estimator (normal family; "
+                        "coupled by default), JSON key \"measure_valued\"")
+    c.add_argument("--data", metavar="FILE.npz", help="vector decoders: arrays W (D, d), c, x")
+    c.add_argument("--obs-dim", type=_dim, metavar="D", help="vector decoders without --data: "
+                   "the dimension of synthetic x (default 16)")
+    c.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic decoder data")
 
     m = sub.add_parser("demo", help="the lecture's scenario: score function vs pathwise")
     m.add_argument("--samples", type=_samples, default=100_000)
@@ -136,7 +150,36 @@ def _defines(args):
     return out
 
 
+def _dim(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _vector_args(args) -> bool:
+    """True for a vector family (and its options are consistent); UsageError otherwise."""
+    from ._check_vector import is_vector
+    vector = is_vector(args.family)
+    extra = [o for o, v in (("--data", getattr(args, "data", None)),
+                            ("--obs-dim", getattr(args, "obs_dim", None))) if v is not None]
+    if not vector and (args.dim is not None or extra):
+        raise UsageError(f"{(['--dim'] if args.dim is not None else extra)[0]} is for the vector "
+                         f"families (mvnormal_diag, mvnormal), not {args.family}")
+    if vector and args.define:
+        raise UsageError("--define is not supported for vector families")
+    if vector and getattr(args, "baseline", None) not in (None, "none", False):
+        raise UsageError("--baseline is not supported for vector families")
+    if vector and getattr(args, "mvd", None):
+        raise UsageError("--mvd is not supported for vector families")
+    return vector
+
+
 def _cmd_derive(args) -> int:
+    if _vector_args(args):
+        from ._check_vector import derive_text
+        print(derive_text(args.family, args.dim, args.f))
+        return 0
     s = setup(args.family, args.f, wrt=args.wrt, define=_defines(args))
     a = derive.analyze(s.problem)
     out = [f"problem: {s.problem}", f"sampler: {s.family.sampler_text}",
@@ -147,8 +190,9 @@ def _cmd_derive(args) -> int:
             if not est.applies:
                 out.append(f"  {kind}: refused: {est.refused}")
                 continue
-            out.append(f"  {kind} estimator h = {sp.sstr(est.components[j])}"
-                       f"   ({est.variable} ~ {'q' if kind == 'score' else s.family.base.text})")
+            law = (f"{est.variable} ~ q" if kind == "score" or s.family.implicit else
+                   s.family.base.text.replace("eps", str(est.variable), 1))
+            out.append(f"  {kind} estimator h = {sp.sstr(est.components[j])}   ({law})")
             out.append(f"  {kind} per-sample variance = {_show(a.variances[kind][j])}")
         for d in a.steps[w]:
             out.append(d.latex() if args.latex else d.text())
@@ -174,9 +218,19 @@ def _cmd_check(args) -> int:
         params[name] = value
     if not 0 < args.false_failure_rate < 0.5:
         raise UsageError("--false-failure-rate must be between 0 and 0.5, e.g. 1e-6")
+    if _vector_args(args):
+        from ._check_vector import check as check_vector
+        report = check_vector(args.family, args.dim, args.f, params, wrt=args.wrt,
+                              samples=args.samples, seed=args.seed,
+                              false_failure_rate=args.false_failure_rate, data_path=args.data,
+                              obs_dim=args.obs_dim, data_seed=args.data_seed)
+        notes = report.pop("_notes")
+        print(json.dumps(report, indent=1) if args.json else
+              _table(report, notes, args.false_failure_rate))
+        return verdict(report)
     report = check(args.family, args.f, params, wrt=args.wrt, samples=args.samples,
                    seed=args.seed, false_failure_rate=args.false_failure_rate,
-                   define=_defines(args))
+                   define=_defines(args), baseline=args.baseline, mvd=args.mvd)
     notes = report.pop("_notes")
     if args.json:
         print(json.dumps(report, indent=1))
@@ -197,15 +251,25 @@ def _table(report, notes, rate) -> str:
     lines.append(head)
     for w, entry in report["gradient"].items():
         lines.append(f"d/d{w:<7}{'':10}{_fmt(entry['exact']):>14}   [{entry['exact_method']}]")
-        for kind in ("score", "pathwise"):
+        for kind in ("score", "pathwise", "score_baseline", "measure_valued"):
+            if kind not in entry:
+                continue
             row = entry[kind]
+            label = kind if kind != "score_baseline" else \
+                {"constant": "baseline", "optimal": "optimal b"}.get(row["baseline"], "delta")
+            if kind == "measure_valued":
+                label = "MVD" + (" coupl." if row["coupled"] else " indep.")
+            if row.get("method") == "implicit":  # pathwise through dz/dphi = -(dF/dphi)/q
+                label = "implicit"
             if "refused" in row:
-                lines.append(f"{'':10}{kind:10}  refused: {row['refused']}")
+                lines.append(f"{'':10}{label:10}  refused: {row['refused']}")
                 continue
             agrees = {True: "yes", False: "NO", None: "-"}[row["agrees"]]
-            lines.append(f"{'':10}{kind:10}{'':>14}{_fmt(row['mean']):>14}"
+            lines.append(f"{'':10}{label:10}{'':>14}{_fmt(row['mean']):>14}"
                          f"{_fmt(row['stderr'], '.3g'):>12}{_fmt(row['variance'], '.5g'):>13}"
                          f"{_fmt(row['variance_exact'], '.5g'):>13}  {agrees}")
+            if kind == "score_baseline":
+                lines.append(_baseline_line(row))
     lines += ["", f"agrees: |mean - exact| <= z*SE with a false-failure rate of {rate:g} per "
                   f"comparison"]
     lines += [f"note: {n}" for n in notes]
@@ -213,6 +277,15 @@ def _table(report, notes, rate) -> str:
     lines.append("some estimate DISAGREES with the exact gradient" if failed else
                  "every estimate agrees with the exact gradient where it exists")
     return "\n".join(lines)
+
+
+def _baseline_line(row) -> str:
+    used = (f"expansion about z = {_fmt(row['expansion_point'])}" if "expansion_point" in row
+            else f"b = {_fmt(row['value'], '.10g')}")
+    factor = row["variance_reduction"]
+    cut = ("the variance falls to 0" if factor is None and row["variance_exact"] == 0 else
+           f"the score-function variance divided by {_fmt(factor, '.3g')}")
+    return f"{'':20}{used}: {cut}"
 
 
 def _cmd_demo(args) -> int:

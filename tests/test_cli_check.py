@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -129,3 +130,43 @@ def test_demo_shows_the_score_variance_dwarfing_the_pathwise_one():
     score = float(next(r for r in rows if r[1] == "score")[5])
     path = float(next(r for r in rows if r[1] == "pathwise")[5])
     assert score > 1e11 and path < 10
+
+
+def test_a_deep_expression_is_refused_at_once(capsys):
+    start = time.perf_counter()
+    code, _, err = run(capsys, "check", "normal", "--param", "mu=0.3", "--param", "sigma=1.7",
+                       "--f", "(" * 500 + "z" + ")" * 500)
+    assert code == 2 and "Traceback" not in err
+    assert time.perf_counter() - start < 10
+
+
+def test_derive_latex_prints_aligned_equations(capsys):
+    code, out, _ = run(capsys, "derive", "exponential", "--f", "z**2", "--latex")
+    assert code == 0 and r"\begin{aligned}" in out
+
+
+def test_the_console_entry_point_checks_and_refuses_from_any_directory(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mcgrad", "check", "exponential", "--param", "lam=1.3", "--f",
+         "cos(2*z)", "--samples", "20000"], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "every estimate agrees" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "mcgrad", "check", "exponential", "--f", "z"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "no value for lam" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_an_estimator_that_overflows_is_reported_in_its_row_not_as_bad_input(capsys):
+    """exp(z/5) under Cauchy noise has no mean: samples overflow to inf. The check still
+    reports (exit 0, no comparison made), with the reason in each estimator's row."""
+    code, out, err = run(capsys, "check", "cauchy", "--param", "mu=0", "--param", "gamma=0.5",
+                         "--f", "exp(z/5)*sin(z)", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    for entry in report["gradient"].values():
+        assert entry["exact"] is None
+        for kind in ("score", "pathwise"):
+            assert "Monte Carlo failed" in entry[kind]["refused"]
+            assert "does not exist" in entry[kind]["refused"]
