@@ -16,54 +16,54 @@ from ._baselines import (delta_method, optimal_baseline, optimal_baseline_at,
                          optimal_score_baseline, score_baseline)
 from ._budget import OutOfTime, time_budget
 from ._codegen import generate_module
+from ._discrete import CATALOG as DISCRETE_CATALOG
+from ._discrete import DiscreteFamily
+from ._discrete import family_name as discrete_family_name
 from ._errors import DeriveError
 from ._estimators import (ESTIMATORS, Estimator, Exact, Problem, exact_gradient, expectation,
                           pathwise, problem, score_function, to_base, variances)
 from ._expectation import Closed, MomentError, closed_form
 from ._families import CATALOG, Constraint, Family, family
+from ._implicit import CATALOG as IMPLICIT_CATALOG
+from ._implicit import ImplicitFamily, dz_dw
+from ._mvd import MeasureValued, MomentsAt, measure_valued
+from ._mvd import identities as mvd_identities
+from ._mvd import moments as mvd_moments
+from ._mvd import moments_at as mvd_moments_at
 from ._numbers import evaluate, exact_number
 from ._numpy import numpy_estimator, parameter_names, stable
 from ._parse import ExpressionError, parse_expression
-from ._quadrature import quad_expectation
+from ._quadrature import probe_integrability, quad_expectation
 from ._steps import Derivation, Step, log_derivative_trick, reparameterization
 from ._symbols import EPS, Z, user_symbol
 from ._user import declared_symbols, parse
 from ._values import Number, gradient_at, variance_at
+from ._vector import (VECTOR_FAMILIES, VectorFamily, VectorProblem, matrix_derivation,
+                      vector_estimator, vector_exact, vector_family, vector_module,
+                      vector_problem, verify_matrix_forms)
 from ._verify import Verification, verify_claim, verify_estimator
 
 __all__ = [
-    "Analysis", "Base", "CATALOG", "Closed", "Constraint", "Derivation", "DeriveError", "EPS",
-    "ESTIMATORS", "Estimator", "Exact", "ExpressionError", "Family", "MomentError", "Number",
-    "OutOfTime", "Problem", "Step", "Values", "Z", "analyze", "closed_form", "declared_symbols", "evaluate",
-    "exact_gradient", "exact_number", "expectation", "family", "gradient_at",
-    "log_derivative_trick", "numpy_estimator", "parameter_names", "parse", "parse_expression",
-    "pathwise", "problem", "quad_expectation", "reparameterization", "score_function", "stable",
-    "time_budget", "to_base", "user_symbol", "variance_at", "variances",
-    "delta_method", "optimal_baseline", "optimal_baseline_at", "optimal_score_baseline",
-    "score_baseline", "generate_module", "Verification", "verify_claim", "verify_estimator",
+    # problems, families and their catalogs
+    "Base", "CATALOG", "Constraint", "DISCRETE_CATALOG", "DiscreteFamily", "EPS",
+    "Family", "IMPLICIT_CATALOG", "ImplicitFamily", "Problem", "Z", "declared_symbols",
+    "discrete_family_name", "family", "parse", "parse_expression", "problem", "user_symbol",
+    # analysis: exact values, estimators, variances, derivations
+    "Analysis", "Closed", "Derivation", "ESTIMATORS", "Estimator", "Exact", "Number", "Step",
+    "Values", "analyze", "closed_form", "dz_dw", "evaluate", "exact_gradient", "exact_number",
+    "expectation", "gradient_at", "log_derivative_trick", "pathwise", "probe_integrability",
+    "quad_expectation", "reparameterization", "score_function", "to_base", "variance_at",
+    "variances",
+    # variance reduction and measure-valued derivatives
+    "MeasureValued", "MomentsAt", "delta_method", "measure_valued", "mvd_identities",
+    "mvd_moments", "mvd_moments_at", "optimal_baseline", "optimal_baseline_at",
+    "optimal_score_baseline", "score_baseline",
+    # vector latents
+    "VECTOR_FAMILIES", "VectorFamily", "VectorProblem", "matrix_derivation", "vector_estimator",
+    "vector_exact", "vector_family", "vector_module", "vector_problem", "verify_matrix_forms",
+    # code, verification
+    "Verification", "generate_module", "numpy_estimator", "parameter_names", "stable",
+    "verify_claim", "verify_estimator",
+    # errors and budgets
+    "DeriveError", "ExpressionError", "MomentError", "OutOfTime", "time_budget",
 ]
-
-from ._vector import (VECTOR_FAMILIES, VectorFamily, VectorProblem, matrix_derivation,  # noqa: E402
-                      vector_estimator, vector_exact, vector_family, vector_module,
-                      vector_problem, verify_matrix_forms)
-
-__all__ += ["VECTOR_FAMILIES", "VectorFamily", "VectorProblem", "matrix_derivation",
-            "vector_estimator", "vector_exact", "vector_family", "vector_module",
-            "vector_problem", "verify_matrix_forms"]
-
-from ._discrete import CATALOG as DISCRETE_CATALOG  # noqa: E402
-from ._discrete import DiscreteFamily, family_name as discrete_family_name  # noqa: E402
-
-__all__ += ["DISCRETE_CATALOG", "DiscreteFamily", "discrete_family_name"]
-
-from ._implicit import CATALOG as IMPLICIT_CATALOG  # noqa: E402
-from ._implicit import ImplicitFamily, dz_dw  # noqa: E402
-
-__all__ += ["IMPLICIT_CATALOG", "ImplicitFamily", "dz_dw"]
-
-from ._mvd import MeasureValued, MomentsAt, measure_valued  # noqa: E402
-from ._mvd import identities as mvd_identities, moments as mvd_moments  # noqa: E402
-from ._mvd import moments_at as mvd_moments_at  # noqa: E402
-
-__all__ += ["MeasureValued", "MomentsAt", "measure_valued", "mvd_identities", "mvd_moments",
-            "mvd_moments_at"]

@@ -302,6 +302,15 @@ def _summation(h, pmf, lo, hi, budget):
                 and len(rest) == 1):
             return None
         value, conditions = first, (cond,)
+        whole = {s for s in value.free_symbols if s.is_integer}  # the binomial's n
+        value = _tidy(value)
+        if hi is not sp.oo and value.is_rational_function(*(value.free_symbols - whole)):
+            # A finite support {lo, ..., n}: SymPy's condition is the convergence condition of
+            # the hypergeometric series it summed (binomial: p/(1 - p) < 1, i.e. p < 1/2), not
+            # a condition of the finite sum. For each whole n both sides are analytic in the
+            # other parameters and agree on an open set, so a closed form rational in them
+            # holds wherever it is finite.
+            conditions = ()
     if not is_closed(value):
         return None
     if value.has(sp.oo, -sp.oo, sp.zoo, sp.nan):
@@ -457,20 +466,47 @@ def _whole(x):
 def estimator_source(est, *, dtype="float64") -> tuple:
     """(source, function name, parameter names) of ``fn(rng, n, **params) -> (n, k)`` for an
     estimator of a discrete family: one draw call per invocation (chunk-size invariant)."""
-    from ._codegen import _Printer, stable
+    from ._codegen import _Printer
     if dtype != "float64":
-        raise DeriveError("discrete families are generated in float64 only")
+        raise DeriveError(FLOAT64_ONLY)
     if not est.applies:
         raise DeriveError(f"the {est.kind} estimator does not apply: {est.refused}")
     p = est.problem
-    fam = p.family
     printer = _Printer()
-    fam_syms = sorted(fam.symbols, key=lambda s: [str(t) for t in fam.theta].index(str(s))
-                      if str(s) in map(str, fam.theta) else len(fam.theta))
-    others = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
-    params = tuple(fam_syms) + tuple(others)
+    params = parameters(p)
     names = tuple(s.name for s in params)
     name = "score_function" if est.kind == "score" else est.kind
+    body = body_lines(p.family, params, printer, "_rng", "_size", est.components)
+    head = [f"def {name}(_rng, _size, *, {', '.join(names)}):",
+            f'    """{est.kind} estimator of {p}: per-sample rows, shape (n, {len(p.wrt)})."""']
+    imports = printer.imports()
+    if "import numpy" not in imports:
+        imports.insert(0, "import numpy")
+    source = "\n".join([*imports, "", _HELPERS, "", *head, *body]) + "\n"
+    return source, name, names
+
+
+FLOAT64_ONLY = ("discrete families are generated in float64 only: z is drawn by NumPy's integer "
+                "samplers (no float32 draw), and the per-sample arithmetic is cheap beside them; "
+                "drop --dtype float32")
+
+
+def parameters(p) -> tuple:
+    """The keyword arguments of the generated functions: the family's symbols (in the order of
+    its parameters), then the other symbols of f by name."""
+    fam = p.family
+    theta = [str(t) for t in fam.theta]
+    fam_syms = sorted(fam.symbols, key=lambda s: theta.index(str(s)) if str(s) in theta
+                      else len(theta))
+    others = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
+    return tuple(fam_syms) + tuple(others)
+
+
+def body_lines(fam, params, printer, rng, size, components=None) -> list:
+    """Indented source lines: the parameters as floats, the family's constraints checked, ``z``
+    drawn in one call (``size`` draws from the Generator ``rng``); with ``components`` (in Z),
+    their (k, size) rows, returned as (size, k)."""
+    from ._codegen import _wrap_statement, stable
     body = [f"    {s.name} = float({s.name})" for s in params]
     for c in fam.constraints:
         expr = fam._sub(c.expr)
@@ -483,24 +519,71 @@ def estimator_source(est, *, dtype="float64") -> tuple:
         else:
             body.append(f"    _theta{i} = {printer.doprint(stable(t))}")
             theta[param.name] = f"_theta{i}"
-    draw = fam.draw.format(rng="_rng", size="_size", **theta)
+    draw = fam.draw.format(rng=rng, size=size, **theta)
     body += ["    " + line for line in draw.splitlines()]
-    body.append(f"    _out = numpy.empty(({len(est.components)}, _size))")
-    for j, c in enumerate(est.components):
-        body.append(f"    _out[{j}] = {printer.doprint(stable(c))}")
+    if components is None:
+        return body
+    replacements, reduced = sp.cse([stable(c) for c in components],
+                                   symbols=sp.numbered_symbols("_x"), order="canonical")
+    lines = [f"{s.name} = {printer.doprint(e)}" for s, e in replacements]
+    lines.append(f"_out = numpy.empty(({len(components)}, {size}))")
+    lines += [f"_out[{j}] = {printer.doprint(c)}" for j, c in enumerate(reduced)]
+    for line in lines:  # a long right-hand side wrapped inside parentheses
+        body += _wrap_statement(line, "    ", 100) if len(line) > 96 else ["    " + line]
     body.append("    return _out.T")
-    head = [f"def {name}(_rng, _size, *, {', '.join(names)}):",
-            f'    """{est.kind} estimator of {p}: per-sample rows, shape (n, {len(p.wrt)})."""']
-    imports = printer.imports()
-    if "import numpy" not in imports:
-        imports.insert(0, "import numpy")
-    source = "\n".join([*imports, "", _HELPERS, "", *head, *body]) + "\n"
-    return source, name, names
+    return body
 
 
-__all__ = ["DiscreteFamily", "PATHWISE_REFUSED", "bernoulli", "binomial", "categorical",
-           "check_wrt", "closed_form", "default_wrt", "estimator_source", "family",
-           "family_name", "geometric", "gradient_at", "poisson", "second_moment_at", "sum_at"]
+# ------------------------------------------------------------------ generated modules
+
+MODULE_NOTE = ("sample and the estimators take scalar parameters only (z is drawn by NumPy's "
+               "integer samplers); exact_gradient and variance broadcast parameter arrays.")
+
+
+def sample_lines(ctx) -> list:
+    """def sample(rng, n, *, params): n draws of z, for :func:`derive.generate_module`."""
+    from ._codegen import _docstring, _signature, _wrap
+    fam = ctx.analysis.problem.family
+    doc = (_wrap(f"n draws of z ~ {fam}: {fam.sampler_text}.", "", 92) + "\n\nReturns shape "
+           "(n,), integer values as float64; scalar parameters only.")
+    others = [s.name for s in ctx.params if s not in ctx.family_params]
+    if others:
+        doc += (f"\n{', '.join(others)}: not used by q; accepted so that one dict of parameters "
+                f"serves every function.")
+    body = body_lines(fam, ctx.family_params, ctx.printer, ctx.rng, ctx.n)
+    return ([f"def sample({_signature(ctx, sampler=True)}):", *_docstring(doc)]
+            + body + ["    return z"])
+
+
+def estimator_lines(ctx, kind, est) -> list:
+    """def score_function(rng, n, *, params) (or a baseline variant) for a discrete family, the
+    body :func:`estimator_source` gives :func:`derive.numpy_estimator`; a comment with the
+    reason where the estimator does not apply (the pathwise one: z is discrete)."""
+    import textwrap
+    from ._codegen import FUNCTION_NAMES, _TITLES, _docstring, _signature, _wrap
+    name = FUNCTION_NAMES[kind]
+    if not est.applies:
+        return [f"# {name} is not generated: the {kind} estimator does not apply.",
+                *("# " + line for line in textwrap.wrap(est.refused, 96))]
+    lines = [_TITLES[kind], "", _wrap(est.formula, "    "), ""]
+    lines += [_wrap(f"d/d{w}: h = {sp.sstr(c)}", "    ") for w, c in zip(ctx.wrt, est.components)]
+    lines += ["", _wrap(f"Requires: {est.requires}.", "")]
+    lines += [_wrap(f"Note: {n}.", "") for n in est.notes]
+    lines += ["", f"Returns an (n, {len(ctx.wrt)}) array, one estimate a row (column j for "
+                  f"WRT[j]); z is drawn", "in one call. Scalar parameters only."]
+    body = body_lines(ctx.analysis.problem.family, ctx.params, ctx.printer, ctx.rng, ctx.n,
+                      est.components)
+    return [f"def {name}({_signature(ctx)}):", *_docstring("\n".join(lines)), *body]
+
+
+MODULE_HELPERS = _HELPERS
+"""Helpers the generated functions use (``_whole``: the binomial's number of trials)."""
+
+__all__ = ["DiscreteFamily", "FLOAT64_ONLY", "MODULE_HELPERS", "MODULE_NOTE", "PATHWISE_REFUSED",
+           "bernoulli", "binomial", "body_lines", "categorical", "check_wrt", "closed_form",
+           "default_wrt", "estimator_lines", "estimator_source", "family", "family_name",
+           "geometric", "gradient_at", "parameters", "poisson", "sample_lines",
+           "second_moment_at", "sum_at"]
 
 
 # ------------------------------------------------------------------ derivations

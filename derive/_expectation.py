@@ -118,26 +118,25 @@ def by_rules(h: sp.Expr, base: Base) -> Closed:
             return Closed(_real_form(_cauchy_by_residues(h, base)), "closed-form")
         except _NoRule:
             pass  # e.g. a frequency of unknown sign: the term rules use exp(-|w|)
-    value, conditions, divergent, unknown = sp.Integer(0), [], [], None
+    value, conditions, divergent = sp.Integer(0), [], []
     for term in _terms(h, base.symbol):
         try:
             v, conds = _term_expectation(_split(term, base.symbol), base)
         except MomentError as err:
             divergent.append(err)
             continue
-        except _NoRule as err:
-            unknown = err
-            continue
+        # a term without a rule (_NoRule) ends the rules at once: terms can be expensive (MGF
+        # derivatives of high order), and the whole goes to the next method anyway
         value += v
         conditions += [c for c in conds if c is not sp.true]
-    if len(divergent) == 1 and unknown is None:  # finite + infinite: no cancellation possible
+    if len(divergent) == 1:  # finite + infinite: no cancellation possible
         raise divergent[0]
-    if divergent or unknown is not None:
-        # Two infinite terms, or one beside a term without a rule, may cancel: under Cauchy
-        # noise (1 - tanh(eps)**2)**2 eps**2 expands into eps**2 - 2 tanh**2 eps**2 + ...,
-        # whose first term diverges while the whole is integrable. Integrate or quadrature
-        # (with its integrability probes) decide on the whole integrand.
-        raise unknown if unknown is not None else _NoRule(h)
+    if divergent:
+        # Two infinite terms may cancel; so may one beside a term without a rule (handled by
+        # _NoRule above): under Cauchy noise (1 - tanh(eps)**2)**2 eps**2 expands into
+        # eps**2 - 2 tanh**2 eps**2 + ..., whose first term diverges while the whole is
+        # integrable. Integrate or quadrature (with its integrability probes) decide.
+        raise _NoRule(h)
     value = _real_form(value)
     return Closed(value, "closed-form", tuple(dict.fromkeys(conditions)))
 

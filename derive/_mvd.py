@@ -403,7 +403,25 @@ def estimator_source(est: MeasureValued, *, dtype="float64") -> tuple:
     p, printer = est.problem, _Printer()
     fam = p.family
     names = _parameter_names(p)
-    mu, sigma = fam.theta
+    body = body_lines(est, printer)
+    sig = ", ".join(["rng", "n", "*", *names]) if names else "rng, n"
+    doc = (f'    """Measure-valued derivative ({"coupled" if est.coupled else "uncoupled"}) of '
+           f'grad E_q[f], q = {fam}, f = {sp.sstr(p.f)}: (n, {len(p.wrt)}) per-sample rows."""')
+    imports = printer.imports()
+    if "import numpy" not in imports:
+        imports.insert(0, "import numpy")
+    source = "\n".join([*imports, f"DTYPE = numpy.{dtype}", f"K = {len(p.wrt)}",
+                        f"WRT = {tuple(str(w) for w in p.wrt)!r}", "", "",
+                        f"def measure_valued({sig}):", doc, *body]) + "\n"
+    return source, "measure_valued", names
+
+
+def body_lines(est: MeasureValued, printer, rng="rng", n="n") -> list:
+    """Indented source lines computing the (n, k) per-sample estimates from the parameters in
+    scope (and ``DTYPE``): all noise drawn as standard normals in one call of ``rng``; the same
+    lines in :func:`estimator_source` and in :func:`derive.generate_module`."""
+    p = est.problem
+    mu, sigma = p.family.theta
     zp_, zm_ = sp.Symbol("_zp"), sp.Symbol("_zm")
     f_plus = printer.doprint(stable(p.f.xreplace({Z: zp_})))
     f_minus = printer.doprint(stable(p.f.xreplace({Z: zm_})))
@@ -417,8 +435,8 @@ def estimator_source(est: MeasureValued, *, dtype="float64") -> tuple:
     body = [f"    _mu = {printer.doprint(mu)}", f"    _sigma = {printer.doprint(sigma)}",
             # (n, j) in one call, then transposed: sample i always gets the stream's values
             # i*j .. i*j + j - 1, whatever the chunk size
-            f"    _g = rng.standard_normal((n, {max(start, 1)}), dtype=DTYPE).T",
-            "    _out = numpy.empty((K, n), dtype=DTYPE)",
+            f"    _g = {rng}.standard_normal(({n}, {max(start, 1)}), dtype=DTYPE).T",
+            f"    _out = numpy.empty(({len(p.wrt)}, {n}), dtype=DTYPE)",
             "    _h = {}"]
     for k in used:
         a = rows[k]
@@ -438,16 +456,7 @@ def estimator_source(est: MeasureValued, *, dtype="float64") -> tuple:
         terms = [f"({printer.doprint(d)}) * _h[{k!r}]" for k, d in ch.items() if d != 0]
         body.append(f"    _out[{j}] = " + (" + ".join(terms) if terms else "0"))
     body.append("    return _out.T")
-    sig = ", ".join(["rng", "n", "*", *names]) if names else "rng, n"
-    doc = (f'    """Measure-valued derivative ({"coupled" if est.coupled else "uncoupled"}) of '
-           f'grad E_q[f], q = {fam}, f = {sp.sstr(p.f)}: (n, {len(p.wrt)}) per-sample rows."""')
-    imports = printer.imports()
-    if "import numpy" not in imports:
-        imports.insert(0, "import numpy")
-    source = "\n".join([*imports, f"DTYPE = numpy.{dtype}", f"K = {len(p.wrt)}",
-                        f"WRT = {tuple(str(w) for w in p.wrt)!r}", "", "",
-                        f"def measure_valued({sig}):", doc, *body]) + "\n"
-    return source, "measure_valued", names
+    return body
 
 
 _SQRT_2PI = float(sp.sqrt(2 * sp.pi).evalf(17))

@@ -36,19 +36,9 @@ _NEGLIGIBLE = mpmath.mpf(10) ** -(2 * DIGITS)
 
 def quad_expectation(h: sp.Expr, base: Base, values: Mapping, *, what: str = "") -> mpmath.mpf:
     """E[h(eps)] for eps ~ base at the given values, by quadrature; MomentError if it diverges."""
+    h, fn, inner, cuts, label = _probed(h, base, values, what)
     eps = base.symbol
-    h = sp.sympify(h).xreplace(exact_values(values))
-    label = what or f"E[{sp.sstr(h)}]"
-    missing = h.free_symbols - {eps}
-    if missing:
-        raise DeriveError(f"no value for {', '.join(sorted(map(str, missing)))}", context=label)
-    fn = sp.lambdify(eps, base.density * h, modules="mpmath")
     lo, hi = base.support
-    inner = sorted(p for p in _special_points(h, eps, base.support) if _inside(p, lo, hi))
-    with mpmath.workdps(_PROBE_DIGITS):
-        cuts = _probe_ends(fn, lo, hi, base, label)
-        for p in inner:
-            _probe_point(fn, p, label)
     near = [p for p in (lo, hi) if p not in (sp.oo, -sp.oo)] + inner
     integrand = _real(fn, label, near)
     omega = _oscillation(h, eps) if base.heavy_tails else None
@@ -73,6 +63,33 @@ def quad_expectation(h: sp.Expr, base: Base, values: Mapping, *, what: str = "")
                 f"{mpmath.nstr(error, 2)}); the integrand may be too oscillatory or discontinuous "
                 f"at points that could not be located", context=label)
         return +value
+
+
+def probe_integrability(h: sp.Expr, base: Base, values: Mapping, *, what: str = "") -> None:
+    """Raise MomentError unless E|h(eps)| looks finite at the values: the integrability probes
+    of :func:`quad_expectation` (decay at every end and singular point) without the integral,
+    e.g. to decide whether a fourth moment exists before trusting a variance's standard error.
+    A heuristic like the probes themselves: it samples the integrand, it does not prove."""
+    _probed(h, base, values, what)
+
+
+def _probed(h, base, values, what):
+    """(h at the values, p*h as an mpmath function, inner special points, tail cut-offs,
+    label) after the probes; MomentError where they show divergence."""
+    eps = base.symbol
+    h = sp.sympify(h).xreplace(exact_values(values))
+    label = what or f"E[{sp.sstr(h)}]"
+    missing = h.free_symbols - {eps}
+    if missing:
+        raise DeriveError(f"no value for {', '.join(sorted(map(str, missing)))}", context=label)
+    fn = sp.lambdify(eps, base.density * h, modules="mpmath")
+    lo, hi = base.support
+    inner = sorted(p for p in _special_points(h, eps, base.support) if _inside(p, lo, hi))
+    with mpmath.workdps(_PROBE_DIGITS):
+        cuts = _probe_ends(fn, lo, hi, base, label)
+        for p in inner:
+            _probe_point(fn, p, label)
+    return h, fn, inner, cuts, label
 
 
 def _deadline(seconds):
@@ -252,7 +269,7 @@ def _real_roots(expr, eps, support=(-sp.oo, sp.oo)) -> set:
         poly = sp.Poly(expr, eps)
         if poly.degree() < 1:
             return set()
-        roots = sp.Poly([sp.Float(c, _PROBE_DIGITS) for c in poly.all_coeffs()],
+        roots = sp.Poly([sp.N(c, _PROBE_DIGITS) for c in poly.all_coeffs()],
                         eps).nroots(n=_PROBE_DIGITS, maxsteps=200)
         return {_mpf(sp.re(r)) for r in roots if abs(sp.im(r)) <= 1e-30 * (1 + abs(sp.re(r)))}
     bracketed = _bracketed_roots(expr, eps, support)

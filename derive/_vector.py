@@ -29,7 +29,9 @@ decoders' g is :math:`W^\top(x - Wz - c)/s^2` and :math:`W^\top(x - \sigma(Wz + 
 Exact gradients of integrands of degree <= 2 come from the Gaussian moment rules,
 :math:`\mathbb E[z^\top Q z] = \mathrm{tr}(Q\Sigma) + \mu^\top Q \mu`:
 :math:`\partial\mu = b + 2Q\mu`, :math:`\partial S = \mathrm{part}(2 Q S)` for
-f = c0 + b^T z + z^T Q z. :func:`verify_matrix_forms` checks every matrix formula against
+f = c0 + b^T z + z^T Q z; other expressions by :func:`normal_expectation` (z = mu + S eps, the
+Normal rules one component of eps at a time), and so the per-sample variances E[h^2] - (E h)^2.
+:func:`verify_matrix_forms` checks every matrix formula against
 SymPy's differentiation of the scalar expansion (and the moment rules against the expectation
 of the expanded polynomial) at small d.
 
@@ -264,7 +266,8 @@ def matrix_derivation(problem: VectorProblem) -> dict:
         quad = quadratic_form(problem)
         out["exact"] = ("moment rules: d/dmu = b + 2 Q mu, d/dS = part(2 Q S)" if quad else
                         "Gaussian moments of the expanded polynomial" if problem.f.is_polynomial(
-                            *problem.z) else "no closed form")
+                            *problem.z) else "iterated Normal rules in eps_0, eps_1, ... (exp, "
+                        "trig through exp; null with the reason where a rule is missing)")
     scale = "sigma_i" if fam.diagonal else "L_ij (i >= j)"
     out["pathwise"] = f"d/dmu = g, d/d{scale} = g_i eps_{'i' if fam.diagonal else 'j'}"
     out["score"] = ("f * (eps/sigma, (eps^2 - 1)/sigma)" if fam.diagonal else
@@ -388,6 +391,254 @@ def gaussian_moments(poly: sp.Expr, eps: list) -> sp.Expr:
     return total
 
 
+# --------------------------------------------------------------------------- iterated Normal rules
+
+EXACT_SECONDS = 10.0
+"""Wall-clock budget of the exact values of one vector problem, shared by the gradient, then the
+pathwise variances, then the score-function variances; what is not finished is null with the
+reason, never a guess."""
+
+_TRIG_EXP = (sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh)
+
+
+class NoExact(Exception):
+    """No closed form by the iterated Normal rules; ``args[0]`` says why."""
+
+
+def _eps_symbols(d):
+    return [sp.Symbol(f"eps{i}", real=True) for i in range(d)]
+
+
+def normal_expectation(h, eps, conditions: list, cache: dict | None = None) -> sp.Expr:
+    r"""E[h(eps)] for independent standard normal ``eps`` (symbols), in closed form.
+
+    h is written through exp (trigonometric and hyperbolic functions), expanded, and each term
+    split into factors depending on disjoint sets of components; independence makes the
+    expectation of the term the product of the factors' expectations. A factor depending on one
+    component goes to the scalar engine's Normal term rule (``derive._expectation._gaussian``:
+    polynomials times exp of quadratics), with the other components as constants; a factor
+    coupling several components is integrated over one of them and the result recursed over the
+    rest. The rules' convergence conditions are appended to ``conditions`` (they are decided at
+    the parameter values). Raises :class:`NoExact` with the reason where a rule is missing or the
+    expectation is infinite.
+    """
+    cache = {} if cache is None else cache
+    eps = tuple(eps)
+    if not h.has(*eps):
+        return h
+    if h.has(*_TRIG_EXP):
+        h = h.rewrite(sp.exp)
+    total = []
+    for term in sp.Add.make_args(sp.expand(h)):
+        value = sp.Integer(1)
+        for factor, used in _independent_factors(term, eps):
+            value *= _factor_expectation(factor, used, eps, conditions, cache)
+        total.append(value)
+    return sp.Add(*total)
+
+
+def _independent_factors(term, eps):
+    """[(factor, components used)]: the term as a product of factors with disjoint components."""
+    groups, constant = [], sp.Integer(1)
+    for factor in sp.Mul.make_args(term):
+        used = frozenset(e for e in eps if factor.has(e))
+        if not used:
+            constant *= factor
+            continue
+        for g in [g for g in groups if g[0] & used]:
+            groups.remove(g)
+            used, factor = used | g[0], factor * g[1]
+        groups.append((used, factor))
+    return [(constant, frozenset())] + [(f, u) for u, f in groups]
+
+
+def _normal_rule(factor, e):
+    """E over e ~ N(0, 1) of a factor (other symbols constant): the scalar engine's Normal term
+    rule (c * e**n * exp(a e + b e**2)) applied term by term. Not ``by_rules``: that one takes
+    the real part at the end (right for the real integrands of the scalar engine, wrong for the
+    complex terms exp(i w e) that trig-through-exp gives here: E[e exp(i w e)] is imaginary)."""
+    from ._expectation import _gaussian, _split, _terms
+    from ._symbols import EPS
+    value, conditions = sp.Integer(0), []
+    for term in _terms(factor.xreplace({e: EPS}), EPS):
+        v, conds = _gaussian(_split(term, EPS))
+        value += v
+        conditions += [c for c in conds if c is not sp.true]
+    return value, conditions
+
+
+def _factor_expectation(factor, used, eps, conditions, cache):
+    from ._expectation import MomentError, _NoRule
+    if not used:
+        return factor
+    if factor in cache:
+        value, conds = cache[factor]
+        conditions.extend(conds)
+        return value
+    first = next(e for e in eps if e in used)
+    rest = tuple(e for e in eps if e in used and e != first)
+    try:
+        value, conds = _normal_rule(factor, first)
+    except _NoRule:
+        raise NoExact(f"no closed form: the Normal rules do not cover E over {first} of "
+                      f"{_short(factor)} (polynomials times exp of quadratics, trig through exp)")\
+            from None
+    except MomentError as err:
+        raise NoExact(f"no exact value: a term of the expansion is infinite ({err})") from None
+    if any(c.has(*eps) for c in conds):
+        raise NoExact(f"no closed form: E over {first} of {_short(factor)} converges only for "
+                      f"some values of the other components")
+    if rest:
+        inner = []
+        value = normal_expectation(value, rest, inner, cache)
+        conds += inner
+    cache[factor] = (value, conds)
+    conditions.extend(conds)
+    return value
+
+
+def _short(expr, most=80):
+    text = sp.sstr(expr)
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def _moments_or_rules(h, eps, conditions, cache):
+    """E[h]: Gaussian moments when h is a polynomial in eps (fast), the iterated rules otherwise."""
+    if h.is_polynomial(*eps):
+        return gaussian_moments(sp.expand(h), list(eps))
+    return normal_expectation(h, eps, conditions, cache)
+
+
+def _conditions_hold(conditions, at) -> str | None:
+    """None when every convergence condition holds at the values, else the failing one."""
+    for c in dict.fromkeys(conditions):
+        if c is sp.true:
+            continue
+        v = c.xreplace(at) if hasattr(c, "xreplace") else c
+        if v is not sp.true:
+            try:
+                v = sp.simplify(v)
+            except Exception:  # noqa: BLE001 - SymPy's simplify raises many kinds
+                pass
+        if v is not sp.true:
+            return sp.sstr(c)
+    return None
+
+
+def _rational(v):
+    """A float as the Rational of its shortest decimal form (0.3 -> 3/10)."""
+    return sp.Rational(repr(float(v)))
+
+
+def _numeric_scale(fam, mu, S):
+    """(mu, S) as exact Rational matrices from floats."""
+    d = fam.d
+    mur = sp.Matrix([_rational(v) for v in mu])
+    Sr = sp.zeros(d, d)
+    for i, j in fam.scale_positions():
+        Sr[i, j] = _rational(S[i][j])
+    return mur, Sr
+
+
+def _score_rows(fam, S, eps):
+    """The score d/dphi log q at z = mu + S eps, one expression of eps per column (WRT order)."""
+    e = sp.Matrix(eps)
+    if fam.diagonal:
+        return [eps[i] / S[i, i] for i in range(fam.d)] + \
+               [(eps[i]**2 - 1) / S[i, i] for i in range(fam.d)]
+    u = S.inv().T * e
+    return list(u) + [u[i] * eps[j] - (1 / S[i, i] if i == j else 0)
+                      for i, j in fam.scale_positions()]
+
+
+def _pathwise_rows(fam, g, eps):
+    """The g_i of each pathwise column (g_i for mu_i, g_i eps_j for S_ij: eps_j is applied by the
+    caller, since g_i may be a list of additive pieces)."""
+    return list(g) + [g[i] for i, _ in fam.scale_positions()]
+
+
+def _second_moments(rows, eps, deadline_reason, deadline):
+    """E[row**2] for each row (mpmath numbers), before ``deadline``; NoExact otherwise.
+
+    Each row is a list of additive pieces (one per term of f or of df/dz_i, times the score or
+    eps_j); E[(sum_a t_a)^2] = sum_a E[t_a^2] + 2 sum_{a<b} E[t_a t_b], and each product splits
+    into independent groups of factors (by the components they use) before anything is expanded,
+    so the expectations of groups that do not touch the row's own components are shared by all
+    rows (a sum of d terms costs about d^2 small expectations, not one expansion of d^2 terms).
+    """
+    from ._budget import OutOfTime, time_budget
+    out, cache = [], {}
+    try:
+        with time_budget(deadline - time.monotonic()):
+            for pieces in rows:
+                conds, total = [], []
+                for a, ta in enumerate(pieces):
+                    for b in range(a, len(pieces)):
+                        m = _product_expectation(sp.Mul.make_args(ta) + sp.Mul.make_args(
+                            pieces[b]), eps, conds, cache)
+                        total.append(m if a == b else 2 * m)
+                bad = _conditions_hold(conds, {})
+                if bad:
+                    raise NoExact(f"E[h^2] is infinite (the condition {bad} fails)")
+                out.append(evaluate(sp.Add(*total), {}))
+    except OutOfTime:
+        raise NoExact(f"no exact value: {deadline_reason} did not finish within the "
+                      f"{EXACT_SECONDS:g} s budget at d = {len(eps)}") from None
+    return out
+
+
+def _first_moments(rows, eps, deadline):
+    """E[row] for each row given as additive pieces (mpmath numbers), before ``deadline``."""
+    from ._budget import OutOfTime, time_budget
+    out, cache = [], {}
+    try:
+        with time_budget(deadline - time.monotonic()):
+            for pieces in rows:
+                conds = []
+                m = sp.Add(*[_product_expectation(sp.Mul.make_args(t), eps, conds, cache)
+                             for t in pieces])
+                bad = _conditions_hold(conds, {})
+                if bad:
+                    raise NoExact(f"the gradient is infinite at these values (the condition "
+                                  f"{bad} fails)")
+                out.append(evaluate(m, {}))
+    except OutOfTime:
+        raise NoExact(f"no exact value: E[df/dphi] in closed form did not finish within "
+                      f"{EXACT_SECONDS:g} s at d = {len(eps)}") from None
+    return out
+
+
+def _product_expectation(factors, eps, conditions, cache):
+    """E[prod factors]: the product over groups of factors with disjoint components."""
+    groups, constant = [], sp.Integer(1)
+    for factor in factors:
+        used = frozenset(e for e in eps if factor.has(e))
+        if not used:
+            constant *= factor
+            continue
+        members = [factor]
+        for g in [g for g in groups if g[0] & used]:
+            groups.remove(g)
+            used, members = used | g[0], members + g[1]
+        groups.append((used, members))
+    value = constant
+    for used, members in groups:
+        key = sp.Mul(*members)
+        if key not in cache:
+            conds = []
+            mine = tuple(e for e in eps if e in used)
+            cache[key] = (_moments_or_rules(key, mine, conds, cache), conds)
+        v, conds = cache[key]
+        conditions.extend(conds)
+        value *= v
+    return value
+
+
+def _variances(second, mean):
+    """Per-sample variances E[h^2] - (E h)^2 as floats (30-digit arithmetic, clipped at 0)."""
+    return tuple(max(0.0, float(m2 - m * m)) for m2, m in zip(second, mean))
+
+
 # --------------------------------------------------------------------------- exact values
 
 @dataclass(frozen=True)
@@ -399,6 +650,12 @@ class VectorExact:
     method: str
     missing: str | None = None
     pathwise_variance: tuple | None = None
+    score_variance: tuple | None = None
+    variance_missing: dict = field(default_factory=dict)  # {kind: reason} where None above
+
+    def variance(self, kind):
+        """The exact per-sample variances of estimator ``kind`` ("score" | "pathwise"), or None."""
+        return self.score_variance if kind == "score" else self.pathwise_variance
 
 
 def _dot(a, b):
@@ -430,10 +687,17 @@ def _as_matrix(fam, values):
 
 
 def vector_exact(problem: VectorProblem, values: dict) -> VectorExact:
-    """The exact gradient at ``values`` (family arrays and data by name, plain Python numbers or
-    nested lists): moment rules for degree <= 2, Gaussian moments of the expanded polynomial for
-    higher-degree polynomials at small d, and a reason otherwise."""
+    """The exact gradient and per-sample variances at ``values`` (family arrays and data by name,
+    plain Python numbers or nested lists), each None with the reason where there is none.
+
+    Gradient: moment rules for degree <= 2 (any d); Gaussian moments of the polynomial expanded
+    in eps for higher degrees; the iterated Normal rules (:func:`normal_expectation`) for other
+    expressions (exp, trig, products of them with polynomials). Variances E[h^2] - (E h)^2 of each
+    column h: moment rules for the pathwise rows of degree <= 2, the same two routes as the
+    gradient otherwise, at the values (exact rationals), within EXACT_SECONDS.
+    """
     fam = problem.family
+    deadline = time.monotonic() + EXACT_SECONDS
     mu, S = _as_matrix(fam, values)
     if problem.kind == "gaussian_decoder":
         W = [[float(v) for v in row] for row in values["W"]]
@@ -444,34 +708,105 @@ def vector_exact(problem: VectorProblem, values: dict) -> VectorExact:
         b = [_dot(cols[j], resid) / s**2 for j in range(fam.d)]
         Q = [[-_dot(cols[i], cols[j]) / (2 * s**2) for j in range(fam.d)] for i in range(fam.d)]
         grad, var = _moment_numbers(fam, b, Q, mu, S)
-        return VectorExact(grad, "moment rules (closed form)", None, var)
+        return VectorExact(grad, "moment rules (closed form)", None, var, None,
+                           {"score": DECODER_SCORE_REASON})
     if problem.kind == "bernoulli_decoder":
-        return VectorExact(None, "none", "no closed form: E[log sigmoid(a^T z + c)] under a "
-                           "Gaussian has none; compare the two estimators with each other")
+        why = ("no closed form: E[log sigmoid(a^T z + c)] under a Gaussian has none; compare the "
+               "two estimators with each other")
+        return VectorExact(None, "none", why, variance_missing={"score": why, "pathwise": why})
     data = {s: values[s.name] for s in problem.data}
     quad = quadratic_form(problem)
+    path_var, missing = None, {}
     if quad is not None:
         _, b, Q = quad
         num = lambda e: float(evaluate(e, data)) if e.free_symbols else float(e)  # noqa: E731
         bn = [num(v) for v in b]
         Qn = [[num(Q[i, j]) for j in range(fam.d)] for i in range(fam.d)]
-        grad, var = _moment_numbers(fam, bn, Qn, mu, S)
-        return VectorExact(grad, "moment rules (closed form)", None, var)
-    if problem.f.is_polynomial(*problem.z) and fam.d <= 8 \
-            and sp.Poly(problem.f, *problem.z).total_degree() <= 8:
-        musym, Ssym, params = fam.symbols()
-        eps = [sp.Symbol(f"eps{i}", real=True) for i in range(fam.d)]
-        zval = musym + Ssym * sp.Matrix(eps)
-        mean = gaussian_moments(sp.expand(problem.f.xreplace(dict(zip(problem.z, zval)))), eps)
-        at = dict(data)
-        at.update({musym[i]: mu[i] for i in range(fam.d)})
-        at.update({Ssym[i, j]: S[i][j] for i, j in fam.scale_positions()})
-        at = {k: sp.Rational(repr(float(v))) for k, v in at.items()}
-        grad = tuple(float(evaluate(sp.diff(mean, p), at)) for p in params)
-        return VectorExact(grad, "Gaussian moments (closed form)", None, None)
-    reason = ("no closed form: f is not a polynomial in z" if not problem.f.is_polynomial(
-        *problem.z) else "polynomial of degree > 2 at d > 8: the moment expansion is too large")
-    return VectorExact(None, "none", reason)
+        grad, path_var = _moment_numbers(fam, bn, Qn, mu, S)
+        method, mean = "moment rules (closed form)", grad
+    rows = _expression_rows(problem, data, mu, S)
+    if quad is None:
+        try:
+            if refusal(problem, "pathwise") or problem.f.is_polynomial(*problem.z):
+                mean, method = _expression_gradient(problem, data, mu, S, deadline)
+            else:  # E[d/dphi f(mu + S eps)] at the values: cheaper than E[f] in symbols
+                mean = _first_moments(rows["pathwise"], rows["eps"], deadline)
+                method = "iterated Normal rules (closed form)"
+        except NoExact as err:
+            why = "no exact gradient, so no exact variance"
+            return VectorExact(None, "none", str(err), variance_missing={"score": why,
+                                                                          "pathwise": why})
+        grad = tuple(float(m) for m in mean)
+    if path_var is None:
+        if refusal(problem, "pathwise"):
+            missing["pathwise"] = refusal(problem, "pathwise")
+        else:
+            try:
+                path_var = _variances(_second_moments(rows["pathwise"], rows["eps"],
+                                                      "E[(df/dphi)^2]", deadline), mean)
+            except NoExact as err:
+                missing["pathwise"] = str(err)
+    score_var = None
+    try:
+        score_var = _variances(_second_moments(rows["score"], rows["eps"], "E[(f s)^2]",
+                                               deadline), mean)
+    except NoExact as err:
+        missing["score"] = str(err)
+    return VectorExact(grad, method, None, path_var, score_var, missing)
+
+
+DECODER_SCORE_REASON = ("the decoder's exact score-function variance (E[f^2 s^2], Gaussian moments "
+                        "of order 8 of a dense quadratic form) is computed in matrix form with "
+                        "NumPy by mcgrad._check_vector.decoder_score_variance, not here")
+
+
+def _at(fam, problem, data, mu, S):
+    """Exact Rational values of the symbolic parameters and data."""
+    musym, Ssym, params = fam.symbols()
+    at = {musym[i]: _rational(mu[i]) for i in range(fam.d)}
+    at.update({Ssym[i, j]: _rational(S[i][j]) for i, j in fam.scale_positions()})
+    at.update({k: _rational(v) for k, v in data.items()})
+    return musym, Ssym, params, at
+
+
+def _expression_gradient(problem, data, mu, S, deadline):
+    """(gradient as mpmath numbers, method): E[f] in closed form in the symbolic parameters,
+    differentiated and evaluated at the values. Raises NoExact with the reason."""
+    from ._budget import OutOfTime, time_budget
+    fam = problem.family
+    musym, Ssym, params, at = _at(fam, problem, data, mu, S)
+    eps = _eps_symbols(fam.d)
+    h = problem.f.xreplace(dict(zip(problem.z, musym + Ssym * sp.Matrix(eps))))
+    poly = h.is_polynomial(*eps)
+    conditions = []
+    try:
+        with time_budget(deadline - time.monotonic()):
+            mean = _moments_or_rules(h, eps, conditions, {})
+            bad = _conditions_hold(conditions, at)
+            if bad:
+                raise NoExact(f"E[f] is infinite at these values (the condition {bad} fails)")
+            grad = [evaluate(sp.diff(mean, p), at) for p in params]
+    except OutOfTime:
+        raise NoExact(f"no exact value: E[f] in closed form did not finish within "
+                      f"{EXACT_SECONDS:g} s at d = {fam.d}") from None
+    return grad, ("Gaussian moments (closed form)" if poly else
+                  "iterated Normal rules (closed form)")
+
+
+def _expression_rows(problem, data, mu, S):
+    """Per-sample score and pathwise columns as expressions of eps at the values (Rationals)."""
+    fam = problem.family
+    eps = _eps_symbols(fam.d)
+    mur, Sr = _numeric_scale(fam, mu, S)
+    sub = dict(zip(problem.z, mur + Sr * sp.Matrix(eps)))
+    sub.update({k: _rational(v) for k, v in data.items()})
+    fz = [t.xreplace(sub) for t in sp.Add.make_args(problem.f)]
+    g = [[t.xreplace(sub) for t in sp.Add.make_args(sp.diff(problem.f, zk))] for zk in problem.z]
+    score = [[t * s for t in fz] for s in _score_rows(fam, Sr, eps)]
+    pathwise = [[t * w for t in pieces] for pieces, w in
+                zip(_pathwise_rows(fam, g, eps), [1] * fam.d + [eps[j] for _, j in
+                                                                fam.scale_positions()])]
+    return {"eps": eps, "score": score, "pathwise": pathwise}
 
 
 # --------------------------------------------------------------------------- code generation

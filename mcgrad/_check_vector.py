@@ -9,6 +9,8 @@ x = W z0 + c + noise (Gaussian) or x ~ Bernoulli(sigmoid(W z0 + c)) (Bernoulli),
 with ``--obs-dim D`` (default 16) and ``--data-seed`` (default 0).
 """
 
+import dataclasses
+import itertools
 import math
 import os
 
@@ -157,6 +159,10 @@ def check(family_name, dim, f_text, params, *, wrt=None, samples=100_000, seed=0
     columns = _wrt(p, wrt)
     plain = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vals.items()}
     exact = vector_exact(p, plain)
+    if p.kind == "gaussian_decoder" and exact.score_variance is None:
+        missing = {k: v for k, v in exact.variance_missing.items() if k != "score"}
+        exact = dataclasses.replace(exact, score_variance=decoder_score_variance(p, vals,
+                                    exact.gradient), variance_missing=missing)
     z = numeric.z_for_rate(false_failure_rate)
     width = max(p.family.k, data["W"].shape[0] if data else 1)  # columns of the largest array
     chunk = max(256, min(65536, MAX_CELLS // width))
@@ -182,12 +188,102 @@ def check(family_name, dim, f_text, params, *, wrt=None, samples=100_000, seed=0
             if isinstance(run, dict):
                 entry[kind] = run
                 continue
-            var_exact = (float(exact.pathwise_variance[j]) if kind == "pathwise"
-                         and exact.pathwise_variance is not None else None)
+            var_exact = (None if exact.variance(kind) is None
+                         else float(exact.variance(kind)[j]))
             entry[kind] = _row(run, j, value, var_exact, samples, z)
         report["gradient"][p.family.wrt[j]] = entry
     report["_notes"] = [f"exact: {exact.missing}"] if exact.missing else []
+    if not exact.missing:
+        report["_notes"] += [f"variance_exact ({kind}): {why}"
+                             for kind, why in exact.variance_missing.items() if kind in runs
+                             and not isinstance(runs[kind], dict)]
     return report
+
+
+# ------------------------------------------------- the Gaussian decoder's score-function variance
+
+def decoder_score_variance(p, vals, gradient) -> tuple:
+    r"""Exact per-sample variances of the score-function rows of the Gaussian decoder, any d.
+
+    In the noise, f = alpha + beta^T eps + eps^T Gamma eps (alpha = c0 + b^T mu + mu^T Q mu,
+    beta = S^T (b + 2 Q mu), Gamma = S^T Q S, with b = W^T (x - c)/s^2, Q = -W^T W/(2 s^2)) and
+    each score column is a quadratic polynomial too (u_i = S^{-1}[:, i]^T eps; u_i eps_j -
+    delta_ij/S_ii). E[(f s)^2] = E[f f s s] is the sum over the 15 set partitions of the four
+    factors of products of joint cumulants (Isserlis for quadratic forms, in matrix form):
+
+    .. math::
+
+        \kappa(q) = a + \mathrm{tr}\,C, \qquad
+        \kappa(q_1, \dots, q_n) = 2^{n-1} \sum_{\text{cyclic orders}} \mathrm{tr}(C_{\sigma_1}
+        \cdots C_{\sigma_n}) + 2^{n-3} \sum_{\text{orders}} b_{\sigma_1}^\top C_{\sigma_2} \cdots
+        C_{\sigma_{n-1}} b_{\sigma_n} \quad (n \ge 2),
+
+    from the cumulant generating function -1/2 log det(I - 2C) + 1/2 b^T (I - 2C)^{-1} b. Variance
+    = E[f^2 s^2] - (d/dphi E f)^2. Floats, like the moment rules' variances.
+    """
+    fam, d = p.family, p.family.d
+    W, c, x, s = (np.asarray(vals[k], dtype=float) for k in ("W", "c", "x", "s"))
+    mu = np.asarray(vals["mu"], dtype=float)
+    S = np.diag(vals["sigma"]) if fam.diagonal else np.tril(np.asarray(vals["L"], float))
+    b, Q = W.T @ (x - c) / s**2, -(W.T @ W) / (2 * s**2)
+    c0 = -(x - c) @ (x - c) / (2 * s**2) - 0.5 * len(x) * math.log(2 * math.pi * s**2)
+    f = (c0 + b @ mu + mu @ Q @ mu, S.T @ (b + 2 * Q @ mu), S.T @ Q @ S)
+    Si = np.linalg.inv(S)
+    zero_v, zero_m = np.zeros(d), np.zeros((d, d))
+    scores = [(0.0, Si[:, i], zero_m) for i in range(d)]
+    for i, j in fam.scale_positions():
+        outer = np.outer(Si[:, i], np.eye(d)[j])
+        scores.append((-1.0 / S[i, i] if i == j else 0.0, zero_v, (outer + outer.T) / 2))
+    cache = {}
+    second = [_product_moment((f, f, q, q), k, cache) for k, q in enumerate(scores)]
+    return tuple(max(0.0, float(m - g * g)) for m, g in zip(second, gradient))
+
+
+def _partitions(items):
+    if not items:
+        yield []
+        return
+    head, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        yield [[head]] + part
+        for i in range(len(part)):
+            yield part[:i] + [[head] + part[i]] + part[i + 1:]
+
+
+def _product_moment(qs, column, cache):
+    """E[f f s s] for quadratic polynomials qs = (f, f, s, s), each (a, b, C), of eps ~ N(0, I);
+    the cumulants of f alone are cached across columns, the others per column."""
+    labels = ("f", "f", "s", "s")
+    total = 0.0
+    for part in _partitions(list(range(len(qs)))):
+        term = 1.0
+        for block in part:
+            key = tuple(sorted(labels[i] for i in block))
+            if "s" in key:
+                key = (key, column)
+            if key not in cache:
+                cache[key] = _joint_cumulant([qs[i] for i in block])
+            term *= cache[key]
+        total += term
+    return total
+
+
+def _joint_cumulant(qs):
+    n = len(qs)
+    if n == 1:
+        return qs[0][0] + np.trace(qs[0][2])
+    total = 0.0
+    for rest in itertools.permutations(qs[1:]):  # cyclic orders: the first factor fixed
+        M = qs[0][2]
+        for q in rest:
+            M = M @ q[2]
+        total += 2.0 ** (n - 1) * np.trace(M)
+    for order in itertools.permutations(qs):
+        v = order[0][1]
+        for q in order[1:-1]:
+            v = v @ q[2]
+        total += 2.0 ** (n - 3) * (v @ order[-1][1])
+    return total
 
 
 def _shown_params(p, vals):

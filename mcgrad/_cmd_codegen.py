@@ -36,6 +36,9 @@ def register(subparsers, problem_args):
                    help="also write score_function_baseline (the score function with the "
                         "optimal constant baseline b*, where b* has a closed form) and "
                         "optimal_baseline")
+    p.add_argument("--mvd", action="store_true",
+                   help="also write measure_valued, the coupled measure-valued derivative "
+                        "estimator (normal family), and its exact per-sample variances")
     p.set_defaults(run=run)
 
 
@@ -53,6 +56,8 @@ def command_line(args) -> str:
         words += ["--dtype", args.dtype]
     if args.baseline:
         words += ["--baseline"]
+    if getattr(args, "mvd", False):
+        words += ["--mvd"]
     return shlex.join(words)
 
 
@@ -68,6 +73,8 @@ def run(args) -> int:
     if _vector_args(args):
         from derive._vector import vector_module
         from ._check_vector import problem
+        if args.mvd:
+            raise UsageError("--mvd is not supported for vector families")
         if args.wrt:
             raise UsageError("--wrt is not supported by codegen for vector families: the module "
                              "returns every scalar parameter's column (see WRT)")
@@ -76,7 +83,7 @@ def run(args) -> int:
     else:
         s = setup(args.family, args.f, wrt=args.wrt, define=_defines(args))
         source = generate_module(s.problem, dtype=args.dtype, command=command_line(args),
-                                 version=__version__, baseline=args.baseline)
+                                 version=__version__, baseline=args.baseline, mvd=args.mvd)
     if not args.output:
         sys.stdout.write(source)
         return 0

@@ -6,6 +6,7 @@ is reported in one line that names the problem and the fix, never a traceback.
 
 import argparse
 import json
+import os
 import sys
 
 import sympy as sp
@@ -139,6 +140,16 @@ def main(argv=None) -> int:
     except (derive.DeriveError, numeric.NumericError, UsageError) as err:
         print(f"mcgrad {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's, not ours: a full disk, a read-only directory
+        print(f"mcgrad {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug of ours, not the user's input
+        if os.environ.get("MCGRAD_DEBUG"):
+            raise
+        print(f"mcgrad {args.command}: internal error ({type(err).__name__}: {err}). This is a "
+              f"bug in mcgrad, not a problem with your input; please report it with the command "
+              f"line (MCGRAD_DEBUG=1 shows the traceback).", file=sys.stderr)
+        return 3
 
 
 def _defines(args):

@@ -170,3 +170,15 @@ def test_an_estimator_that_overflows_is_reported_in_its_row_not_as_bad_input(cap
         for kind in ("score", "pathwise"):
             assert "Monte Carlo failed" in entry[kind]["refused"]
             assert "does not exist" in entry[kind]["refused"]
+
+
+def test_an_internal_error_exits_3_without_a_traceback(capsys, monkeypatch):
+    """A bug of ours (here a planted one) is not reported as bad input (2) or as a traceback."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted")
+    monkeypatch.setattr("mcgrad.cli.check", broken)
+    monkeypatch.delenv("MCGRAD_DEBUG", raising=False)
+    code, out, err = run(capsys, "check", "normal", "--param", "mu=0", "--param", "sigma=1",
+                         "--f", "z")
+    assert code == 3
+    assert "internal error (RuntimeError: planted)" in err and "Traceback" not in err

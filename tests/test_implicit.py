@@ -292,3 +292,16 @@ def test_codegen_module_runs_and_agrees(tmp_path):
                               sigma=1.0)
     with pytest.raises(derive.DeriveError, match="float64 only"):
         derive.generate_module(p, dtype="float32")
+
+
+def test_exp_under_studentt_is_infinite_not_a_crash():
+    """exp(-z) has no mean under a Student-t (polynomial tails). The t rule met exp(eps) in a
+    denominator and crashed with a PolynomialError; now the expectation is refused as infinite."""
+    fam = derive.family("studentt")
+    p = derive.problem(fam, derive.parse("exp(-z)", fam))
+    ex = derive.expectation(p, p.f)
+    assert ex.expr is None
+    values = dict(nu=11.845, mu=-1.868, sigma=0.403)
+    at = derive.analyze(p, steps=False).at(values)
+    assert all(at.gradient[w].value is None for w in p.wrt)
+    assert any("does not exist" in (at.gradient[w].missing or "") for w in p.wrt)
