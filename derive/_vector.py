@@ -57,7 +57,7 @@ __all__ = ["DECODERS", "MAX_DIM", "VECTOR_FAMILIES", "VectorFamily", "VectorProb
            "matrix_derivation", "parse_vector_name", "vector_estimator", "vector_exact",
            "vector_family", "vector_module", "vector_problem", "verify_matrix_forms"]
 
-VECTOR_FAMILIES = ("mvnormal_diag", "mvnormal")
+VECTOR_FAMILIES = ("mvnormal_diag", "mvnormal", "dirichlet")
 DECODERS = ("gaussian_decoder", "bernoulli_decoder")
 MAX_DIM = 512
 MAX_EXPRESSION_DIM = 64  # expressions of components are differentiated one component at a time
@@ -67,6 +67,7 @@ _RESERVED = frozenset({"rng", "n", "mu", "sigma", "L", "z", "eps", "out", "numpy
 _GENERATED = re.compile(r"^[zt]_?\d+$")
 _NAME = re.compile(r"(?<![A-Za-z0-9_.])[A-Za-z][A-Za-z0-9_]*")
 _SCALAR_NAME = re.compile(r"^(mu|sigma)\[(\d+)\]$|^L\[(\d+),\s*(\d+)\]$")
+_ALPHA_NAME = re.compile(r"^alpha\[(\d+)\]$")
 
 _NOT_VECTOR = ("{name!r} is not a vector family; the vector families are "
                f"{', '.join(VECTOR_FAMILIES)} (scalar families take no --dim)")
@@ -133,7 +134,11 @@ class VectorFamily:
 
 
 def vector_family(name: str, d) -> VectorFamily:
-    """``mvnormal_diag`` or ``mvnormal`` in ``d`` dimensions (1 <= d <= MAX_DIM)."""
+    """``mvnormal_diag`` or ``mvnormal`` in ``d`` dimensions (1 <= d <= MAX_DIM), or
+    ``dirichlet`` with K = d components (2 <= K <= 64)."""
+    if name == "dirichlet":
+        from ._dirichlet import dirichlet_family
+        return dirichlet_family(d)
     if name not in VECTOR_FAMILIES:
         raise DeriveError(_NOT_VECTOR.format(name=name))
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM:
@@ -143,7 +148,13 @@ def vector_family(name: str, d) -> VectorFamily:
 
 def parse_vector_name(name: str, fam: VectorFamily):
     """("mu" | "sigma" | "L", index or (i, j)) for a scalar parameter name such as ``mu[3]`` or
-    ``L[1,0]``; DeriveError naming the valid forms otherwise."""
+    ``L[1,0]`` (``alpha[2]`` for the Dirichlet); DeriveError naming the valid forms otherwise."""
+    if fam.name == "dirichlet":
+        m = _ALPHA_NAME.match(name.strip())
+        if m is None or int(m.group(1)) >= fam.d:
+            raise DeriveError(f"{name!r} is not a parameter of {fam}: the parameters are "
+                              f"alpha[0] .. alpha[{fam.d - 1}]")
+        return "alpha", int(m.group(1))
     m = _SCALAR_NAME.match(name.strip())
     ok = m is not None
     if ok and m.group(1):
@@ -192,7 +203,9 @@ class VectorProblem:
         return f"E[{self.text}] under {self.family}"
 
 
-def component_symbols(d: int) -> tuple:
+def component_symbols(d: int, *, positive: bool = False) -> tuple:
+    if positive:  # the simplex: log(z[k]) is real
+        return tuple(sp.Symbol(f"z{k}", positive=True) for k in range(d))
     return tuple(sp.Symbol(f"z{k}", real=True) for k in range(d))
 
 
@@ -208,14 +221,15 @@ def vector_problem(fam: VectorFamily, f_text: str) -> VectorProblem:
         raise DeriveError(f"an expression of components is limited to d <= {MAX_EXPRESSION_DIM} "
                           f"(got d = {fam.d}); for a VAE decoder use --f gaussian_decoder or "
                           f"--f bernoulli_decoder, which scale with d")
-    z = component_symbols(fam.d)
+    z = component_symbols(fam.d, positive=fam.name == "dirichlet")
     symbols = {}
     for name in _NAME.findall(text):
         if name in ALLOWED_FUNCTIONS or name in CONSTANTS or name == "z" or name in symbols:
             continue
-        if name in _RESERVED or _GENERATED.match(name):
+        if name in _RESERVED or name in fam.parameter_arrays or _GENERATED.match(name):
             raise DeriveError(f"the name {name!r} is reserved in a vector integrand (the sample "
-                              f"is z[0] .. z[{fam.d - 1}], the family's arrays mu, sigma, L); "
+                              f"is z[0] .. z[{fam.d - 1}], the family's arrays "
+                              f"{', '.join(fam.parameter_arrays)}); "
                               f"rename your symbol, e.g. {name}_")
         symbols[name] = sp.Symbol(name, real=True)
     f = parse_expression(text, symbols, what="f", vectors={"z": z})
@@ -268,6 +282,9 @@ def matrix_derivation(problem: VectorProblem) -> dict:
                         "Gaussian moments of the expanded polynomial" if problem.f.is_polynomial(
                             *problem.z) else "iterated Normal rules in eps_0, eps_1, ... (exp, "
                         "trig through exp; null with the reason where a rule is missing)")
+    if fam.name == "dirichlet":
+        from ._dirichlet import derivation
+        return {**out, **derivation(problem)}
     scale = "sigma_i" if fam.diagonal else "L_ij (i >= j)"
     out["pathwise"] = f"d/dmu = g, d/d{scale} = g_i eps_{'i' if fam.diagonal else 'j'}"
     out["score"] = ("f * (eps/sigma, (eps^2 - 1)/sigma)" if fam.diagonal else
@@ -697,6 +714,9 @@ def vector_exact(problem: VectorProblem, values: dict) -> VectorExact:
     gradient otherwise, at the values (exact rationals), within EXACT_SECONDS.
     """
     fam = problem.family
+    if fam.name == "dirichlet":
+        from ._dirichlet import exact
+        return exact(problem, values, decoder_quadratic=_decoder_quadratic(problem, values))
     deadline = time.monotonic() + EXACT_SECONDS
     mu, S = _as_matrix(fam, values)
     if problem.kind == "gaussian_decoder":
@@ -753,6 +773,21 @@ def vector_exact(problem: VectorProblem, values: dict) -> VectorExact:
     except NoExact as err:
         missing["score"] = str(err)
     return VectorExact(grad, method, None, path_var, score_var, missing)
+
+
+def _decoder_quadratic(problem, values):
+    """(c0, b, Q) as floats with log N(x | W z + c, s^2 I) = c0 + b^T z + z^T Q z, or None."""
+    if problem.kind != "gaussian_decoder":
+        return None
+    W = [[float(v) for v in row] for row in values["W"]]
+    c, x, s = [float(v) for v in values["c"]], [float(v) for v in values["x"]], float(values["s"])
+    d = problem.family.d
+    cols = [[row[j] for row in W] for j in range(d)]
+    resid = [xk - ck for xk, ck in zip(x, c)]
+    b = [_dot(cols[j], resid) / s**2 for j in range(d)]
+    Q = [[-_dot(cols[i], cols[j]) / (2 * s**2) for j in range(d)] for i in range(d)]
+    c0 = -_dot(resid, resid) / (2 * s**2) - 0.5 * len(x) * math.log(2 * math.pi * s**2)
+    return c0, b, Q
 
 
 DECODER_SCORE_REASON = ("the decoder's exact score-function variance (E[f^2 s^2], Gaussian moments "
@@ -930,15 +965,19 @@ def _expression_body(problem, printer):
     """Lines computing f and g = df/dz (as a (n, d) array) for an expression, with CSE."""
     z = problem.z
     names = {zk: sp.Symbol(f"z_{k}", real=True) for k, zk in enumerate(z)}
-    exprs = [problem.f] + [sp.diff(problem.f, zk) for zk in z]
+    jumps = _jumps(problem.f)  # the pathwise estimator is refused: no gradient (DiracDelta)
+    exprs = [problem.f] + ([] if jumps else [sp.diff(problem.f, zk) for zk in z])
     exprs = [stable(e).xreplace(names) for e in exprs]
     reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t_"), optimizations=None)
     used = set().union(*(e.free_symbols for e in reduced), *(e.free_symbols for _, e in reps))
     lines = [f"    z_{k} = z[:, {k}]" for k, zk in enumerate(z) if names[zk] in used]
     lines += [f"    {sym} = {printer.doprint(e)}" for sym, e in reps]
     lines.append(f"    f = {printer.doprint(reduced[0])} + numpy.zeros(n, dtype=z.dtype)")
-    lines.append("    g = numpy.empty_like(z)")
-    lines += [f"    g[:, {k}] = {printer.doprint(e)}" for k, e in enumerate(reduced[1:])]
+    if jumps:
+        lines.append("    g = numpy.full_like(z, numpy.nan)  # f is discontinuous: no pathwise")
+    else:
+        lines.append("    g = numpy.empty_like(z)")
+        lines += [f"    g[:, {k}] = {printer.doprint(e)}" for k, e in enumerate(reduced[1:])]
     lines.append("    return f, g")
     return "\n".join(lines)
 
@@ -951,6 +990,8 @@ def vector_module(problem: VectorProblem, *, dtype: str = "float64", command: st
     if dtype not in ("float64", "float32"):
         raise DeriveError(f"dtype must be float64 or float32, not {dtype!r}")
     fam = problem.family
+    if fam.name == "dirichlet":
+        return _dirichlet_module(problem, dtype, command, version)
     printer = _Printer()
     fam_args = ", ".join(fam.parameter_arrays)
     call_args = ", ".join(problem.data_names)
@@ -1005,6 +1046,32 @@ def vector_module(problem: VectorProblem, *, dtype: str = "float64", command: st
         scipy=" and scipy.special" if scipy else "", imports="import scipy.special\n" if scipy
         else "", dtype=dtype, d=fam.d, wrt_code=_wrt_code(fam), parameters=problem.parameters)
     return head + body
+
+
+def _f_code(problem, printer):
+    """(source of _f and _grad, the data arguments of their calls)."""
+    call_args = ", ".join(problem.data_names)
+    if problem.kind == "gaussian_decoder":
+        return _GAUSS_F, call_args
+    if problem.kind == "bernoulli_decoder":
+        return _BERN_F, call_args
+    return _EXPR_F.format(data_args=call_args or "*_", data_call=call_args,
+                          body=_expression_body(problem, printer)), call_args
+
+
+def _dirichlet_module(problem, dtype, command, version):
+    from ._dirichlet import module_body
+    fam = problem.family
+    printer = _Printer()
+    fcode, call_args = _f_code(problem, printer)
+    head = _HEAD.format(
+        title=f"Gradient estimators of E_q[f] for q = dirichlet, K = {fam.d}.",
+        sampler=fam.sampler_text, ftext=problem.text, k=fam.k,
+        wrt_text=f"{fam.wrt[0]} .. {fam.wrt[-1]}",
+        version=f" {version}" if version else "", command=f" by: {command}" if command else "",
+        scipy=" and scipy.special", imports="import scipy.special\n", dtype=dtype, d=fam.d,
+        wrt_code="tuple(f'alpha[{i}]' for i in range(D))", parameters=problem.parameters)
+    return head + module_body(problem, printer, fcode, call_args)
 
 
 def _b_q_source(problem, printer):

@@ -1,9 +1,10 @@
-"""`mcgrad check|derive|codegen` for the vector families (mvnormal_diag, mvnormal).
+"""`mcgrad check|derive|codegen` for the vector families (mvnormal_diag, mvnormal, dirichlet).
 
 Parameter values (``--param``): ``mu=0.1`` sets every component, ``mu[3]=0.5`` one of them (applied
 after the broadcasts); ``sigma=0.8`` likewise; ``L=0.8`` sets the diagonal of L to 0.8 and the rest
 of the lower triangle to 0, ``L[1,0]=0.2`` one entry; ``s=0.5`` the Gaussian decoder's noise scale;
-any other name a scalar symbol of an expression f. Decoder data W (D, d), c (D,), x (D,) come from
+``alpha=1.5`` every Dirichlet concentration, ``alpha[2]=0.7`` one of them; any other name a scalar
+symbol of an expression f. Decoder data W (D, d), c (D,), x (D,) come from
 ``--data FILE.npz`` (arrays named W, c, x) or are drawn reproducibly: W ~ N(0, 1/d), c ~ N(0, 0.01),
 x = W z0 + c + noise (Gaussian) or x ~ Bernoulli(sigmoid(W z0 + c)) (Bernoulli), z0 ~ N(0, I),
 with ``--obs-dim D`` (default 16) and ``--data-seed`` (default 0).
@@ -50,7 +51,7 @@ def values(p, params: dict) -> dict:
     """Arrays mu, sigma | L and the scalar data from --param NAME=VALUE texts."""
     fam, d = p.family, p.family.d
     scale = "sigma" if fam.diagonal else "L"
-    arrays = {"mu": None, scale: None}
+    arrays = {"alpha": None} if fam.name == "dirichlet" else {"mu": None, scale: None}
     single, scalars = [], {}
     data_names = set(p.data_names) - ({"W", "c", "x"} if p.kind in DECODERS else set())
     for name, text in params.items():
@@ -62,25 +63,39 @@ def values(p, params: dict) -> dict:
         elif name in data_names:
             scalars[name] = _number(name, text)
         else:
-            known = ", ".join(["mu", scale, *sorted(data_names)])
+            known = ", ".join([*arrays, *sorted(data_names)])
             raise derive.DeriveError(f"unknown parameter {name}: the parameters of this problem "
-                                     f"are {known} (and components such as mu[0])")
+                                     f"are {known} (and components such as "
+                                     f"{fam.wrt[0]})")
     for name, arr in arrays.items():
         if arr is None:
             raise derive.DeriveError(f"no value for {name}; add --param {name}=VALUE (every "
                                      f"component) and/or --param {name}[0]=VALUE")
     for (kind, index), v, _ in single:
         arrays[kind][index] = v
-    bad = np.flatnonzero((arrays[scale] if fam.diagonal else np.diag(arrays[scale])) <= 0)
-    if bad.size:
-        i = int(bad[0])
-        raise derive.DeriveError(f"{scale}[{i}{'' if fam.diagonal else f',{i}'}] must be > 0")
+    _check_positive(fam, arrays)
     missing = sorted(data_names - set(scalars))
     if missing:
         raise derive.DeriveError(f"no value for {missing[0]}; add --param {missing[0]}=VALUE")
     if "s" in scalars and scalars["s"] <= 0:
         raise derive.DeriveError("s (the decoder's noise scale) must be > 0")
     return {**arrays, **scalars}
+
+
+def _check_positive(fam, arrays):
+    """alpha >= 0.05 (Dirichlet), sigma > 0 or the diagonal of L > 0 (Gaussians)."""
+    if fam.name == "dirichlet":
+        from derive._dirichlet import check_alpha
+        return check_alpha(arrays["alpha"])
+    if fam.diagonal:
+        name, values, what = "sigma", arrays["sigma"], ""
+    else:
+        name, values, what = "L", np.diag(arrays["L"]), " (the diagonal of the Cholesky factor)"
+    bad = np.flatnonzero(values <= 0)
+    if bad.size:
+        i = int(bad[0])
+        index = i if name != "L" else f"{i},{i}"
+        raise derive.DeriveError(f"{name}[{index}] must be > 0{what}")
 
 
 def decoder_data(p, *, data_path=None, obs_dim=None, data_seed=0):
@@ -137,7 +152,7 @@ def _wrt(p, wrt):
         raise derive.DeriveError(f"--wrt: unbalanced brackets in {part!r}")
     out = []
     for w in words:
-        if w in ("mu", "sigma", "L"):
+        if w in ("mu", "sigma", "L", "alpha"):
             chosen = [j for j, n in enumerate(names) if n.startswith(w + "[")]
             if not chosen:
                 raise derive.DeriveError(f"--wrt {w}: {p.family} has no parameter {w}")
@@ -159,7 +174,8 @@ def check(family_name, dim, f_text, params, *, wrt=None, samples=100_000, seed=0
     columns = _wrt(p, wrt)
     plain = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vals.items()}
     exact = vector_exact(p, plain)
-    if p.kind == "gaussian_decoder" and exact.score_variance is None:
+    if (p.kind == "gaussian_decoder" and exact.score_variance is None
+            and p.family.name != "dirichlet"):
         missing = {k: v for k, v in exact.variance_missing.items() if k != "score"}
         exact = dataclasses.replace(exact, score_variance=decoder_score_variance(p, vals,
                                     exact.gradient), variance_missing=missing)
@@ -191,6 +207,8 @@ def check(family_name, dim, f_text, params, *, wrt=None, samples=100_000, seed=0
             var_exact = (None if exact.variance(kind) is None
                          else float(exact.variance(kind)[j]))
             entry[kind] = _row(run, j, value, var_exact, samples, z)
+            if kind == "pathwise" and p.family.name == "dirichlet":
+                entry[kind]["method"] = "implicit"
         report["gradient"][p.family.wrt[j]] = entry
     report["_notes"] = [f"exact: {exact.missing}"] if exact.missing else []
     if not exact.missing:
@@ -288,6 +306,10 @@ def _joint_cumulant(qs):
 
 def _shown_params(p, vals):
     fam = p.family
+    if fam.name == "dirichlet":
+        out = {n: float(v) for n, v in zip(fam.wrt, vals["alpha"])}
+        out.update({k: float(v) for k, v in vals.items() if np.ndim(v) == 0})
+        return out
     out = {n: float(v) for n, v in zip(fam.wrt[:fam.d], vals["mu"])}
     if fam.diagonal:
         out.update({n: float(v) for n, v in zip(fam.wrt[fam.d:], vals["sigma"])})

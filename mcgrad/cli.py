@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="PARAM=EXPR", help="a family parameter as an expression of your "
                        "own, e.g. --define sigma=exp(s); then differentiate w.r.t. s")
         p.add_argument("--dim", type=_dim, metavar="D", help="the dimension of a vector family "
-                       "(mvnormal_diag, mvnormal); f is then gaussian_decoder, bernoulli_decoder "
+                       "(mvnormal_diag, mvnormal, dirichlet); f is then gaussian_decoder, bernoulli_decoder "
                        "or an expression of z[0] .. z[D-1]")
 
     d = sub.add_parser("derive", help="symbolic results and the derivation steps")
@@ -176,7 +176,7 @@ def _vector_args(args) -> bool:
                             ("--obs-dim", getattr(args, "obs_dim", None))) if v is not None]
     if not vector and (args.dim is not None or extra):
         raise UsageError(f"{(['--dim'] if args.dim is not None else extra)[0]} is for the vector "
-                         f"families (mvnormal_diag, mvnormal), not {args.family}")
+                         f"families (mvnormal_diag, mvnormal, dirichlet), not {args.family}")
     if vector and args.define:
         raise UsageError("--define is not supported for vector families")
     if vector and getattr(args, "baseline", None) not in (None, "none", False):
