@@ -665,6 +665,37 @@ def _format_lines(pairs, indent="    ", width=100):
     return lines
 
 
+def keyword_parameters(p) -> tuple:
+    """The keyword arguments of a generated scalar-family function: the family's symbols in the
+    order of its parameters, then the other symbols of f by name."""
+    fam = p.family
+    order = [str(t) for t in fam.theta]
+    fam_syms = sorted(fam.symbols, key=lambda s: order.index(str(s)) if str(s) in order
+                      else len(order))
+    others = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
+    return tuple(fam_syms) + tuple(others)
+
+
+def scalar_preamble(fam, params, printer) -> tuple:
+    """(lines, theta) opening a generated function of scalar parameters: each parameter as a
+    float, the family's constraints checked with a ValueError naming them, and the family's
+    parameters theta that are expressions of the user's printed once as ``_theta{i}``; theta
+    maps each family parameter to the name that holds its value."""
+    body = [f"    {s.name} = float({s.name})" for s in params]
+    for c in fam.constraints:
+        expr = fam._sub(c.expr)
+        body.append(f"    if not {printer.doprint(expr)} > 0:")
+        body.append(f"        raise ValueError({(fam.name + ' needs ' + c.text)!r})")
+    theta = {}
+    for i, (param, t) in enumerate(zip(fam.params, fam.theta)):
+        if t == param:
+            theta[param.name] = param.name
+        else:
+            body.append(f"    _theta{i} = {printer.doprint(stable(t))}")
+            theta[param.name] = f"_theta{i}"
+    return body, theta
+
+
 def _wrap_statement(code, indent, width):
     """``lhs = rhs`` as ``lhs = (`` wrapped rhs ``)``: Python joins lines inside brackets, so
     breaking at any space between tokens keeps the meaning (printed code has no strings)."""

@@ -494,31 +494,16 @@ FLOAT64_ONLY = ("discrete families are generated in float64 only: z is drawn by 
 def parameters(p) -> tuple:
     """The keyword arguments of the generated functions: the family's symbols (in the order of
     its parameters), then the other symbols of f by name."""
-    fam = p.family
-    theta = [str(t) for t in fam.theta]
-    fam_syms = sorted(fam.symbols, key=lambda s: theta.index(str(s)) if str(s) in theta
-                      else len(theta))
-    others = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
-    return tuple(fam_syms) + tuple(others)
+    from ._codegen import keyword_parameters
+    return keyword_parameters(p)
 
 
 def body_lines(fam, params, printer, rng, size, components=None) -> list:
     """Indented source lines: the parameters as floats, the family's constraints checked, ``z``
     drawn in one call (``size`` draws from the Generator ``rng``); with ``components`` (in Z),
     their (k, size) rows, returned as (size, k)."""
-    from ._codegen import _wrap_statement, stable
-    body = [f"    {s.name} = float({s.name})" for s in params]
-    for c in fam.constraints:
-        expr = fam._sub(c.expr)
-        body.append(f"    if not {printer.doprint(expr)} > 0:")
-        body.append(f"        raise ValueError({(fam.name + ' needs ' + c.text)!r})")
-    theta = {}
-    for i, (param, t) in enumerate(zip(fam.params, fam.theta)):
-        if t == param:
-            theta[param.name] = param.name
-        else:
-            body.append(f"    _theta{i} = {printer.doprint(stable(t))}")
-            theta[param.name] = f"_theta{i}"
+    from ._codegen import _wrap_statement, scalar_preamble, stable
+    body, theta = scalar_preamble(fam, params, printer)
     draw = fam.draw.format(rng=rng, size=size, **theta)
     body += ["    " + line for line in draw.splitlines()]
     if components is None:

@@ -730,7 +730,7 @@ def estimator_source(est, *, dtype="float64") -> tuple:
     """(source, function name, parameter names) of ``fn(rng, n, **params) -> (n, k)`` for an
     estimator of an implicit family: z drawn in one call (chunk-size invariant), then the
     components, which are expressions of z (dz/dtheta through the helpers above)."""
-    from ._codegen import stable
+    from ._codegen import keyword_parameters, scalar_preamble, stable
     if dtype != "float64":
         raise DeriveError("implicit families are generated in float64 only")
     if not est.applies:
@@ -738,25 +738,10 @@ def estimator_source(est, *, dtype="float64") -> tuple:
     p = est.problem
     fam = p.family
     printer = _printer()
-    order = [str(t) for t in fam.theta]
-    fam_syms = sorted(fam.symbols, key=lambda s: order.index(str(s)) if str(s) in order
-                      else len(order))
-    others = sorted(p.f.free_symbols - {Z} - set(fam_syms), key=lambda s: s.name)
-    params = tuple(fam_syms) + tuple(others)
+    params = keyword_parameters(p)
     names = tuple(s.name for s in params)
     name = "score_function" if est.kind == "score" else est.kind
-    body = [f"    {s.name} = float({s.name})" for s in params]
-    for c in fam.constraints:
-        expr = fam._sub(c.expr)
-        body.append(f"    if not {printer.doprint(expr)} > 0:")
-        body.append(f"        raise ValueError({(fam.name + ' needs ' + c.text)!r})")
-    theta = {}
-    for i, (param, t) in enumerate(zip(fam.params, fam.theta)):
-        if t == param:
-            theta[param.name] = param.name
-        else:
-            body.append(f"    _theta{i} = {printer.doprint(stable(t))}")
-            theta[param.name] = f"_theta{i}"
+    body, theta = scalar_preamble(fam, params, printer)
     body.append("    " + fam.draw.format(rng="_rng", size="_size", **theta))
     body.append(f"    _out = numpy.empty(({len(est.components)}, _size))")
     body.append("    with numpy.errstate(divide='ignore', invalid='ignore', over='ignore'):")
