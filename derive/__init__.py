@@ -26,6 +26,8 @@ from ._expectation import Closed, MomentError, closed_form
 from ._families import CATALOG, Constraint, Family, family
 from ._implicit import CATALOG as IMPLICIT_CATALOG
 from ._implicit import ImplicitFamily, dz_dw
+from ._dirichlet import DirichletFamily
+from ._meanfield import MEANFIELD_FAMILIES, MeanFieldFamily, meanfield_family
 from ._mvd import MeasureValued, MomentsAt, measure_valued
 from ._mvd import identities as mvd_identities
 from ._mvd import moments as mvd_moments
@@ -58,8 +60,9 @@ __all__ = [
     "MeasureValued", "MomentsAt", "delta_method", "measure_valued", "mvd_identities",
     "mvd_moments", "mvd_moments_at", "optimal_baseline", "optimal_baseline_at",
     "optimal_score_baseline", "score_baseline",
-    # vector latents
-    "VECTOR_FAMILIES", "VectorFamily", "VectorProblem", "matrix_derivation", "vector_estimator",
+    # vector latents: Gaussians, the Dirichlet, mean-field products of scalar families
+    "DirichletFamily", "MEANFIELD_FAMILIES", "MeanFieldFamily", "VECTOR_FAMILIES",
+    "VectorFamily", "VectorProblem", "matrix_derivation", "meanfield_family", "vector_estimator",
     "vector_exact", "vector_family", "vector_module", "vector_problem", "verify_matrix_forms",
     # code, verification
     "Verification", "generate_module", "numpy_estimator", "parameter_names", "stable",

@@ -52,6 +52,7 @@ from ._codegen import _Printer, stable
 from ._errors import DeriveError
 from ._numbers import evaluate
 from ._parse import ALLOWED_FUNCTIONS, CONSTANTS, parse_expression
+from ._symbols import Z
 
 __all__ = ["DECODERS", "MAX_DIM", "VECTOR_FAMILIES", "VectorFamily", "VectorProblem",
            "matrix_derivation", "parse_vector_name", "vector_estimator", "vector_exact",
@@ -70,7 +71,8 @@ _SCALAR_NAME = re.compile(r"^(mu|sigma)\[(\d+)\]$|^L\[(\d+),\s*(\d+)\]$")
 _ALPHA_NAME = re.compile(r"^alpha\[(\d+)\]$")
 
 _NOT_VECTOR = ("{name!r} is not a vector family; the vector families are "
-               f"{', '.join(VECTOR_FAMILIES)} (scalar families take no --dim)")
+               f"{', '.join(VECTOR_FAMILIES)}, and a scalar family with --dim D is the product of "
+               "D independent components (mean-field), e.g. gamma --dim 3")
 _BAD_DIM = ("the dimension must be a whole number from 1 to {most}, got {d!r}; e.g. --dim 8")
 
 
@@ -140,15 +142,31 @@ def vector_family(name: str, d) -> VectorFamily:
         from ._dirichlet import dirichlet_family
         return dirichlet_family(d)
     if name not in VECTOR_FAMILIES:
+        from ._meanfield import MEANFIELD_FAMILIES, meanfield_family
+        if name in MEANFIELD_FAMILIES or _is_discrete(name):
+            return meanfield_family(name, d)  # independent components of a scalar family
         raise DeriveError(_NOT_VECTOR.format(name=name))
     if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM:
         raise DeriveError(_BAD_DIM.format(most=MAX_DIM, d=d))
     return VectorFamily(name, d)
 
 
+def _is_discrete(name) -> bool:
+    from ._discrete import CATALOG
+    return name in CATALOG or str(name).startswith("categorical")
+
+
+def is_meanfield(fam) -> bool:
+    """True for a mean-field product of a scalar family (derive._meanfield)."""
+    return type(fam).__name__ == "MeanFieldFamily"
+
+
 def parse_vector_name(name: str, fam: VectorFamily):
     """("mu" | "sigma" | "L", index or (i, j)) for a scalar parameter name such as ``mu[3]`` or
     ``L[1,0]`` (``alpha[2]`` for the Dirichlet); DeriveError naming the valid forms otherwise."""
+    if is_meanfield(fam):
+        from ._meanfield import parse_meanfield_name
+        return parse_meanfield_name(name, fam)
     if fam.name == "dirichlet":
         m = _ALPHA_NAME.match(name.strip())
         if m is None or int(m.group(1)) >= fam.d:
@@ -214,6 +232,9 @@ def vector_problem(fam: VectorFamily, f_text: str) -> VectorProblem:
     if not isinstance(f_text, str):
         raise DeriveError(f"f must be text such as 'gaussian_decoder' or 'z[0]*z[1]', not "
                           f"{type(f_text).__name__}")
+    if is_meanfield(fam):
+        from ._meanfield import meanfield_problem
+        return meanfield_problem(fam, f_text)
     text = f_text.strip()
     if text in DECODERS:
         return VectorProblem(fam, text, text)
@@ -243,6 +264,9 @@ def _jumps(f) -> bool:
 
 def refusal(problem: VectorProblem, kind: str):
     """Why the estimator ``kind`` does not apply, or None."""
+    if is_meanfield(problem.family):
+        from ._meanfield import refusal as meanfield_refusal
+        return meanfield_refusal(problem, kind)
     if kind == "pathwise" and problem.kind == "expression" and _jumps(problem.f):
         return ("f is discontinuous in z (indicator, sign, floor or Heaviside): the pathwise "
                 "estimator misses the jump's contribution; use the score function")
@@ -256,6 +280,8 @@ def matrix_derivation(problem: VectorProblem) -> dict:
     integrand is a decoder (sizes symbolic: nothing depends on d), componentwise for an
     expression. Keys: ``f``, ``g`` (df/dz), ``pathwise``, ``score``, ``exact`` (text)."""
     fam = problem.family
+    if is_meanfield(fam):
+        return _meanfield_derivation(problem)
     d_, D_ = sp.Symbol("d", integer=True, positive=True), sp.Symbol("D", integer=True,
                                                                    positive=True)
     out = {}
@@ -290,6 +316,25 @@ def matrix_derivation(problem: VectorProblem) -> dict:
     out["score"] = ("f * (eps/sigma, (eps^2 - 1)/sigma)" if fam.diagonal else
                     "f * (u, tril(u eps^T) - diag(1/L_ii)), u = L^-T eps")
     return out
+
+
+def _meanfield_derivation(problem) -> dict:
+    """The per-sample rows of a mean-field product: column (theta, i) is f times the scalar
+    family's score in theta at z_i (score), df/dz_i times dz_i/dtheta (pathwise)."""
+    from ._meanfield import _dz
+    scalar = problem.family.scalar()
+    z = sp.Symbol("z_i")
+    score = ", ".join(f"d/d{p}[i] = f * ({sp.sstr(sp.diff(scalar.log_density, p).xreplace({Z: z}))})"
+                      for p in scalar.params)
+    law = "z_i" if problem.family.implicit else "eps_i"
+    path = ", ".join(f"d/d{p}[i] = df/dz_i * ({sp.sstr(_dz(scalar, p).xreplace({Z: z}))})"
+                     for p in scalar.params)
+    return {"f": problem.f, "g": [sp.diff(problem.f, zk) for zk in problem.z],
+            "score": score + " (theta at component i)",
+            "pathwise": f"{path} (in {law}; theta at component i"
+                        f"{', implicit: dz/dtheta = -(dF/dtheta)/q' if problem.family.implicit else ''})",
+            "exact": "sums of products of the scalar engine's expectations, one component at a "
+                     "time (independent components); null with the reason where a factor has none"}
 
 
 def quadratic_form(problem: VectorProblem):
@@ -717,6 +762,9 @@ def vector_exact(problem: VectorProblem, values: dict) -> VectorExact:
     if fam.name == "dirichlet":
         from ._dirichlet import exact
         return exact(problem, values, decoder_quadratic=_decoder_quadratic(problem, values))
+    if is_meanfield(fam):
+        from ._meanfield import meanfield_exact
+        return meanfield_exact(problem, values)
     deadline = time.monotonic() + EXACT_SECONDS
     mu, S = _as_matrix(fam, values)
     if problem.kind == "gaussian_decoder":
@@ -992,6 +1040,9 @@ def vector_module(problem: VectorProblem, *, dtype: str = "float64", command: st
     fam = problem.family
     if fam.name == "dirichlet":
         return _dirichlet_module(problem, dtype, command, version)
+    if is_meanfield(fam):
+        from ._meanfield import meanfield_module
+        return meanfield_module(problem, dtype=dtype, command=command, version=version)
     printer = _Printer()
     fam_args = ", ".join(fam.parameter_arrays)
     call_args = ", ".join(problem.data_names)
@@ -1093,6 +1144,9 @@ def vector_estimator(problem: VectorProblem, kind: str, *, dtype: str = "float64
     keyword arguments, ``fn.wrt`` the columns and ``fn.source`` the generated module."""
     if kind not in ("score", "pathwise"):
         raise DeriveError(f"kind must be 'score' or 'pathwise', not {kind!r}")
+    if is_meanfield(problem.family):
+        from ._meanfield import meanfield_estimator
+        return meanfield_estimator(problem, kind, dtype=dtype)
     reason = refusal(problem, kind)
     if reason:
         raise DeriveError(f"the {kind} estimator does not apply: {reason}")

@@ -19,15 +19,16 @@ import numpy as np
 
 import derive
 import numeric
-from derive._vector import (DECODERS, VECTOR_FAMILIES, parse_vector_name, refusal,
+from derive._vector import (DECODERS, VECTOR_FAMILIES, is_meanfield, parse_vector_name, refusal,
                             vector_estimator, vector_exact, vector_family, vector_problem)
 
 DEFAULT_OBS_DIM = 16
 MAX_CELLS = 2**22  # floats per chunk of output rows: bounds the memory of a check
 
 
-def is_vector(name: str) -> bool:
-    return name in VECTOR_FAMILIES
+def is_vector(name: str, dim=None) -> bool:
+    """A vector family, or (with --dim) a mean-field product of a scalar family."""
+    return name in VECTOR_FAMILIES or dim is not None
 
 
 def problem(family_name, dim, f_text):
@@ -50,8 +51,11 @@ def _number(name, text):
 def values(p, params: dict) -> dict:
     """Arrays mu, sigma | L and the scalar data from --param NAME=VALUE texts."""
     fam, d = p.family, p.family.d
-    scale = "sigma" if fam.diagonal else "L"
-    arrays = {"alpha": None} if fam.name == "dirichlet" else {"mu": None, scale: None}
+    scale = "sigma" if getattr(fam, "diagonal", False) else "L"
+    if fam.name == "dirichlet" or is_meanfield(fam):
+        arrays = {name: None for name in fam.parameter_arrays}
+    else:
+        arrays = {"mu": None, scale: None}
     single, scalars = [], {}
     data_names = set(p.data_names) - ({"W", "c", "x"} if p.kind in DECODERS else set())
     for name, text in params.items():
@@ -87,6 +91,8 @@ def _check_positive(fam, arrays):
     if fam.name == "dirichlet":
         from derive._dirichlet import check_alpha
         return check_alpha(arrays["alpha"])
+    if is_meanfield(fam):
+        return _check_components(fam, arrays)
     if fam.diagonal:
         name, values, what = "sigma", arrays["sigma"], ""
     else:
@@ -96,6 +102,17 @@ def _check_positive(fam, arrays):
         i = int(bad[0])
         index = i if name != "L" else f"{i},{i}"
         raise derive.DeriveError(f"{name}[{index}] must be > 0{what}")
+
+
+def _check_components(fam, arrays):
+    """Each component's parameters satisfy the scalar family's constraints."""
+    scalar = fam.scalar()
+    for i in range(fam.d):
+        at = {p: derive.exact_number(float(arrays[p.name][i])) for p in scalar.params}
+        try:
+            scalar.check_values(at)
+        except derive.DeriveError as err:
+            raise derive.DeriveError(f"component {i} of {fam}: {err}") from None
 
 
 def decoder_data(p, *, data_path=None, obs_dim=None, data_seed=0):
@@ -152,7 +169,7 @@ def _wrt(p, wrt):
         raise derive.DeriveError(f"--wrt: unbalanced brackets in {part!r}")
     out = []
     for w in words:
-        if w in ("mu", "sigma", "L", "alpha"):
+        if w in p.family.parameter_arrays:
             chosen = [j for j, n in enumerate(names) if n.startswith(w + "[")]
             if not chosen:
                 raise derive.DeriveError(f"--wrt {w}: {p.family} has no parameter {w}")
@@ -207,7 +224,8 @@ def check(family_name, dim, f_text, params, *, wrt=None, samples=100_000, seed=0
             var_exact = (None if exact.variance(kind) is None
                          else float(exact.variance(kind)[j]))
             entry[kind] = _row(run, j, value, var_exact, samples, z)
-            if kind == "pathwise" and p.family.name == "dirichlet":
+            if kind == "pathwise" and (p.family.name == "dirichlet"
+                                       or getattr(p.family, "implicit", False)):
                 entry[kind]["method"] = "implicit"
         report["gradient"][p.family.wrt[j]] = entry
     report["_notes"] = [f"exact: {exact.missing}"] if exact.missing else []
@@ -306,8 +324,9 @@ def _joint_cumulant(qs):
 
 def _shown_params(p, vals):
     fam = p.family
-    if fam.name == "dirichlet":
-        out = {n: float(v) for n, v in zip(fam.wrt, vals["alpha"])}
+    if fam.name == "dirichlet" or is_meanfield(fam):
+        out = {n: float(v) for n, v in zip(fam.wrt, np.concatenate(
+            [vals[a] for a in fam.parameter_arrays]))}
         out.update({k: float(v) for k, v in vals.items() if np.ndim(v) == 0})
         return out
     out = {n: float(v) for n, v in zip(fam.wrt[:fam.d], vals["mu"])}

@@ -80,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="PARAM=EXPR", help="a family parameter as an expression of your "
                        "own, e.g. --define sigma=exp(s); then differentiate w.r.t. s")
         p.add_argument("--dim", type=_dim, metavar="D", help="the dimension of a vector family "
-                       "(mvnormal_diag, mvnormal, dirichlet); f is then gaussian_decoder, bernoulli_decoder "
-                       "or an expression of z[0] .. z[D-1]")
+                       "(mvnormal_diag, mvnormal, dirichlet), or the number of independent "
+                       "components of a scalar family (mean-field, e.g. gamma --dim 3); f is "
+                       "then gaussian_decoder, bernoulli_decoder or an expression of z[0] .. "
+                       "z[D-1]")
 
     d = sub.add_parser("derive", help="symbolic results and the derivation steps")
     problem_args(d)
@@ -171,12 +173,12 @@ def _dim(text: str) -> int:
 def _vector_args(args) -> bool:
     """True for a vector family (and its options are consistent); UsageError otherwise."""
     from ._check_vector import is_vector
-    vector = is_vector(args.family)
+    vector = is_vector(args.family, args.dim)
     extra = [o for o, v in (("--data", getattr(args, "data", None)),
                             ("--obs-dim", getattr(args, "obs_dim", None))) if v is not None]
-    if not vector and (args.dim is not None or extra):
-        raise UsageError(f"{(['--dim'] if args.dim is not None else extra)[0]} is for the vector "
-                         f"families (mvnormal_diag, mvnormal, dirichlet), not {args.family}")
+    if not vector and extra:
+        raise UsageError(f"{extra[0]} is for the vector families (mvnormal_diag, mvnormal, "
+                         f"dirichlet), not {args.family}")
     if vector and args.define:
         raise UsageError("--define is not supported for vector families")
     if vector and getattr(args, "baseline", None) not in (None, "none", False):

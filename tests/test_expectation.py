@@ -222,3 +222,23 @@ def test_infinite_terms_that_cancel_are_not_reported_as_infinite(base_name, text
     assert abs(value - reference) <= 1e-12 * max(1, abs(reference))
     if closed is not None:
         assert abs(derive.evaluate(closed.value, {}) - reference) <= 1e-12 * max(1, abs(reference))
+
+
+def test_integrate_results_off_the_principal_branch_are_not_trusted():
+    """SymPy's integrate gave E[z] under Kumaraswamy(a, b) as re(hyper(..., exp(2 I pi/b))),
+    1.40 at a = 3/2, b = 2 where the mean is 0.45; such results are refused (quadrature takes
+    over). integrate gets a generous budget here so that it finishes; whatever it returns must
+    match mpmath quadrature of z times the density."""
+    import mpmath
+    from derive._expectation import _by_integrate
+    q = derive.family("kumaraswamy")
+    a_s, b_s = q.params
+    h = derive.to_base(derive.parse("z", q), q)
+    closed = _by_integrate(h, q.base, 60)
+    assert closed is None or not closed.value.has(sp.hyper)
+    if closed is not None:
+        a, b = mpmath.mpf(3) / 2, mpmath.mpf(2)
+        reference = mpmath.quad(lambda z: z * a * b * z**(a - 1) * (1 - z**a)**(b - 1), [0, 1])
+        at = {a_s: derive.exact_number(1.5), b_s: derive.exact_number(2)}
+        assert float(derive.evaluate(closed.value, at)) == pytest.approx(float(reference),
+                                                                         rel=1e-9)

@@ -78,7 +78,8 @@ def test_bad_component_expressions_are_refused(text, message):
         vector_problem(vector_family("mvnormal_diag", 3), text)
 
 
-@pytest.mark.parametrize("name, d", [("normal", 2), ("mvnormal", 0), ("mvnormal", 1.5),
+@pytest.mark.parametrize("name, d", [("poisson", 2), ("nosuch", 2), ("normal", 0),
+                                     ("mvnormal", 0), ("mvnormal", 1.5),
                                      ("mvnormal_diag", 10**6), ("mvnormal", True)])
 def test_bad_family_or_dimension(name, d):
     with pytest.raises(derive.DeriveError):
