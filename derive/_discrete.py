@@ -47,6 +47,7 @@ an error in the score-function formula; the tests compare it with finite differe
 independently computed sums.
 """
 
+import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -508,6 +509,10 @@ def body_lines(fam, params, printer, rng, size, components=None) -> list:
     body += ["    " + line for line in draw.splitlines()]
     if components is None:
         return body
+    shifted = _shifted_logits(fam, components)
+    if shifted is not None:
+        body.append(f"    _lmax = max({', '.join(l.name for l in fam.params)})")
+        components = shifted
     replacements, reduced = sp.cse([stable(c) for c in components],
                                    symbols=sp.numbered_symbols("_x"), order="canonical")
     lines = [f"{s.name} = {printer.doprint(e)}" for s, e in replacements]
@@ -517,6 +522,34 @@ def body_lines(fam, params, printer, rng, size, components=None) -> list:
         body += _wrap_statement(line, "    ", 100) if len(line) > 96 else ["    " + line]
     body.append("    return _out.T")
     return body
+
+
+_LMAX = sp.Symbol("_lmax", real=True)
+
+
+def _shifted_logits(fam, components):
+    """For a categorical family, the components with every exp(l_k) written exp(l_k - max l)
+    when they are invariant under that common shift (the softmax is), else None. Printed as it
+    comes, exp(l1)/(exp(l1) + exp(l2)) overflows to nan at logits around 710; shifted, it never
+    does. Invariance is checked at random points (30 digits), not assumed: an f that itself
+    contains exp(l1) keeps the plain form."""
+    if not fam.name.startswith("categorical") or any(
+            t != p for p, t in zip(fam.params, fam.theta)):
+        return None
+    swap = {sp.exp(l): sp.exp(l - _LMAX) for l in fam.params}
+    shifted = [c.xreplace(swap) for c in components]
+    if all(c == s for c, s in zip(components, shifted)):
+        return None
+    rng = random.Random(20201124)
+    for _ in range(3):
+        at = {l: sp.Rational(rng.randint(-300, 300), 100) for l in fam.params}
+        at[_LMAX] = sp.Rational(rng.randint(-500, 500), 100)
+        at[Z] = rng.randint(1, len(fam.params))
+        for c, s in zip(components, shifted):
+            a, b = sp.N(c.subs(at), 30), sp.N(s.subs(at), 30)
+            if not (a.is_number and b.is_number) or abs(a - b) > sp.Float(1e-20, 30) * (1 + abs(a)):
+                return None
+    return shifted
 
 
 # ------------------------------------------------------------------ generated modules

@@ -275,3 +275,24 @@ def test_verify_decides_a_claimed_discrete_estimator(estimator, verdict):
     p = derive.problem(fam, derive.parse("cos(z)", fam))
     result = derive.verify_estimator(p, "lam", estimator)
     assert result.verdict == verdict, result.reason
+
+
+def test_categorical_scores_do_not_overflow_at_large_logits(capsys):
+    """exp(l1)/(exp(l1) + ...) printed as it comes is nan at l1 = 800; the generated code
+    shifts every logit by the largest (the softmax is invariant), so the check agrees."""
+    import json
+    from mcgrad.cli import main
+    assert main(["check", "categorical3", "--param", "l1=800", "--param", "l2=799.5",
+                 "--param", "l3=0", "--f", "z**2", "--samples", "50000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    grads = [report["gradient"][w] for w in ("l1", "l2")]
+    assert all(abs(g["exact"]) > 0.1 and g["score"]["agrees"] for g in grads)
+
+
+def test_the_logit_shift_is_used_only_where_the_components_are_invariant():
+    from derive._discrete import _shifted_logits
+    fam = derive.family("categorical3")
+    l1, l2, l3 = fam.params
+    softmax = sp.exp(l1) / (sp.exp(l1) + sp.exp(l2) + sp.exp(l3))
+    assert _shifted_logits(fam, [derive.Z * softmax]) is not None
+    assert _shifted_logits(fam, [derive.Z * softmax + sp.exp(l1)]) is None
