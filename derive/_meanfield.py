@@ -630,20 +630,10 @@ def _expr_code(printer, expr, names):
 
 
 def _expression_body(problem, printer):
-    """Lines computing f and g = df/dz (as a (n, D) array) with CSE (as derive/_vector.py)."""
-    z = problem.z
-    names = {zk: sp.Symbol(f"z_{k}", real=True) for k, zk in enumerate(z)}
-    exprs = [problem.f] + [sp.diff(problem.f, zk) for zk in z]
-    exprs = [stable(e).xreplace(names) for e in exprs]
-    reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t_"), optimizations=None)
-    used = set().union(*(e.free_symbols for e in reduced), *(e.free_symbols for _, e in reps))
-    lines = [f"    z_{k} = z[:, {k}]" for k, zk in enumerate(z) if names[zk] in used]
-    lines += [f"    {sym} = {printer.doprint(e)}" for sym, e in reps]
-    lines.append(f"    f = {printer.doprint(reduced[0])} + numpy.zeros(n, dtype=z.dtype)")
-    lines.append("    g = numpy.zeros_like(z)")
-    lines += [f"    g[:, {k}] = {printer.doprint(e)}" for k, e in enumerate(reduced[1:]) if e != 0]
-    lines.append("    return f, g")
-    return "\n".join(lines)
+    """Lines computing f and g = df/dz (as a (n, D) array) with CSE: derive/_vector.py's (no
+    gradient where f is discontinuous: the pathwise estimator is refused there)."""
+    from ._vector import _expression_body as vector_expression_body
+    return vector_expression_body(problem, printer)
 
 
 def _draw_lines(fam, scalar, printer, names):

@@ -259,7 +259,7 @@ def vector_problem(fam: VectorFamily, f_text: str) -> VectorProblem:
 
 
 def _jumps(f) -> bool:
-    return f.has(sp.Piecewise, sp.Heaviside, sp.sign, sp.floor, sp.ceiling)
+    return f.has(sp.Piecewise, sp.Heaviside, sp.sign, sp.floor, sp.ceiling, sp.frac)
 
 
 def refusal(problem: VectorProblem, kind: str):

@@ -284,3 +284,16 @@ def test_derive_and_codegen_on_the_command_line(tmp_path, capsys):
     rows = namespace["pathwise"](np.random.default_rng(0), 5, mu=[0.1, 0.2], sigma=1.0)
     assert rows.shape == (5, 4) and namespace["WRT"] == ("mu[0]", "mu[1]", "sigma[0]",
                                                           "sigma[1]")
+
+
+def test_a_jump_that_couples_components_is_checked_with_the_score_function_alone(capsys):
+    """Heaviside(z[0] - z[1]): the module is generated without a gradient (DiracDelta once
+    crashed the printer), the pathwise estimator is refused, and there is no exact value."""
+    import json
+    from mcgrad.cli import main
+    assert main(["check", "normal", "--dim", "2", "--f", "Heaviside(z[0] - z[1])", "--param",
+                 "mu=0.2", "--param", "sigma=1", "--samples", "20000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for entry in report["gradient"].values():
+        assert entry["exact"] is None and "discontinuous" in entry["pathwise"]["refused"]
+        assert np.isfinite(entry["score"]["mean"])
