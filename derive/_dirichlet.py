@@ -51,6 +51,7 @@ from functools import lru_cache
 
 import mpmath
 import sympy as sp
+from sympy.utilities.iterables import multiset_partitions
 
 from ._budget import OutOfTime, time_budget
 from ._errors import DeriveError
@@ -197,20 +198,10 @@ def symbolic_moment(a, b, alpha):
     return M.xreplace(dict(zip(t, a)))
 
 
-def _partitions(items):
-    if not items:
-        yield []
-        return
-    head, rest = items[0], items[1:]
-    for part in _partitions(rest):
-        yield [[head]] + part
-        for i in range(len(part)):
-            yield part[:i] + [[head] + part[i]] + part[i + 1:]
-
-
 @lru_cache(maxsize=None)
 def _partitions_of(n):
-    return tuple(tuple(tuple(block) for block in p) for p in _partitions(list(range(n))))
+    """The set partitions of {0, ..., n-1} (SymPy's multiset_partitions of distinct items)."""
+    return tuple(tuple(tuple(block) for block in p) for p in multiset_partitions(list(range(n))))
 
 
 def numeric_moment(a, b, alpha, cache=None):

@@ -768,16 +768,7 @@ def _pathwise_source(problem, scalar, printer, names, args, fam_args, data_args)
 def meanfield_estimator(problem: MeanFieldProblem, kind: str, *, dtype: str = "float64"):
     """``fn(rng, n, **params)`` returning (n, k) per-sample rows of the estimator ``kind``
     ("score" | "pathwise"); ``fn.parameters`` names the keyword arguments, ``fn.wrt`` the
-    columns and ``fn.source`` the generated module (:func:`meanfield_module`)."""
-    reason = refusal(problem, kind)
-    if reason:
-        raise DeriveError(f"the {kind} estimator does not apply: {reason}")
-    source = problem._cache.get(("source", dtype))
-    if source is None:
-        source = problem._cache[("source", dtype)] = meanfield_module(problem, dtype=dtype)
-    namespace = {"__name__": f"mcgrad_meanfield_{kind}"}
-    exec(compile(source, f"<mcgrad {problem.family} module>", "exec"), namespace)
-    fn = namespace["score_function" if kind == "score" else "pathwise"]
-    fn.parameters, fn.wrt, fn.source = problem.parameters, namespace["WRT"], source
-    fn.module = namespace
-    return fn
+    columns and ``fn.source`` the generated module (:func:`meanfield_module`). The same
+    mechanism as every vector family's (:func:`derive._vector.vector_estimator`)."""
+    from ._vector import vector_estimator
+    return vector_estimator(problem, kind, dtype=dtype)

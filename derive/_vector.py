@@ -1144,9 +1144,6 @@ def vector_estimator(problem: VectorProblem, kind: str, *, dtype: str = "float64
     keyword arguments, ``fn.wrt`` the columns and ``fn.source`` the generated module."""
     if kind not in ("score", "pathwise"):
         raise DeriveError(f"kind must be 'score' or 'pathwise', not {kind!r}")
-    if is_meanfield(problem.family):
-        from ._meanfield import meanfield_estimator
-        return meanfield_estimator(problem, kind, dtype=dtype)
     reason = refusal(problem, kind)
     if reason:
         raise DeriveError(f"the {kind} estimator does not apply: {reason}")

@@ -16,6 +16,7 @@ import math
 import os
 
 import numpy as np
+from sympy.utilities.iterables import multiset_partitions
 
 import derive
 import numeric
@@ -275,23 +276,12 @@ def decoder_score_variance(p, vals, gradient) -> tuple:
     return tuple(max(0.0, float(m - g * g)) for m, g in zip(second, gradient))
 
 
-def _partitions(items):
-    if not items:
-        yield []
-        return
-    head, rest = items[0], items[1:]
-    for part in _partitions(rest):
-        yield [[head]] + part
-        for i in range(len(part)):
-            yield part[:i] + [[head] + part[i]] + part[i + 1:]
-
-
 def _product_moment(qs, column, cache):
     """E[f f s s] for quadratic polynomials qs = (f, f, s, s), each (a, b, C), of eps ~ N(0, I);
     the cumulants of f alone are cached across columns, the others per column."""
     labels = ("f", "f", "s", "s")
     total = 0.0
-    for part in _partitions(list(range(len(qs)))):
+    for part in multiset_partitions(list(range(len(qs)))):
         term = 1.0
         for block in part:
             key = tuple(sorted(labels[i] for i in block))

@@ -36,3 +36,21 @@ def pytest_collection_modifyitems(config, items):
 def rng():
     """A fixed-seed generator for tests that are not driven by Hypothesis."""
     return np.random.default_rng(20201124)
+
+
+BLOCK_SYMPY = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "sympy" or name.startswith("sympy.") or name == "mpmath":
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.fixture
+def block_sympy():
+    """Python source to put first in a subprocess: any import of sympy or mpmath then fails,
+    so generated modules are shown to run without them."""
+    return BLOCK_SYMPY
+

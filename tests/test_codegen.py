@@ -394,25 +394,15 @@ def test_generated_source_is_deterministic_across_hash_seeds():
         assert there == here
 
 
-BLOCK_SYMPY = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "sympy" or name.startswith("sympy.") or name == "mpmath":
-            raise ImportError(f"{name} is blocked")
-sys.meta_path.insert(0, Block())
-"""
-
-
 @pytest.mark.parametrize("name", ["normal", "logistic", "weibull", "relu"])
-def test_generated_module_runs_without_sympy(name, tmp_path):
+def test_generated_module_runs_without_sympy(name, tmp_path, block_sympy):
     """The module imports and runs where SymPy cannot be imported, and gives the same numbers
     as in this process (scipy.special where a special function needs it)."""
     analysis, s, module = generated(name)
     path = tmp_path / "grads.py"
     path.write_text(generate_module(analysis))
     params = PARAMS.get(name, dict(mu=0.3, b=1.1))
-    code = BLOCK_SYMPY + textwrap.dedent(f"""
+    code = block_sympy + textwrap.dedent(f"""
         import numpy as np, importlib.util
         spec = importlib.util.spec_from_file_location("grads", {str(path)!r})
         m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)

@@ -21,15 +21,6 @@ from derive._discrete import sum_at
 from mcgrad._check import setup
 from mcgrad.cli import main
 
-BLOCK_SYMPY = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "sympy" or name.startswith("sympy.") or name == "mpmath":
-            raise ImportError(f"{name} is blocked")
-sys.meta_path.insert(0, Block())
-"""
-
 DISCRETE = {
     "bernoulli": ("(z - x)**2", dict(p=0.3, x=0.45)),
     "categorical3": ("z**2 - z", dict(l1=0.2, l2=-0.5, l3=0.7)),
@@ -65,14 +56,14 @@ def _exact(at, wrt):
 
 
 @pytest.mark.parametrize("name", sorted(DISCRETE))
-def test_discrete_module_runs_without_sympy(name, tmp_path):
+def test_discrete_module_runs_without_sympy(name, tmp_path, block_sympy):
     """Written by the CLI, imported where SymPy cannot be imported: sample and score_function
     give the rows derive.numpy_estimator gives for the same seed, exactly; exact_gradient is
     derive's value to 1e-12 relative where a closed form exists, and absent otherwise."""
     f, params = DISCRETE[name]
     path = tmp_path / "grads.py"
     assert main(["codegen", name, "--f", f, "-o", str(path)]) == 0
-    code = BLOCK_SYMPY + textwrap.dedent(f"""
+    code = block_sympy + textwrap.dedent(f"""
         import numpy as np, importlib.util
         spec = importlib.util.spec_from_file_location("grads", {str(path)!r})
         m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)

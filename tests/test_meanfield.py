@@ -197,27 +197,18 @@ def test_pathwise_is_refused_for_a_discontinuous_f():
     assert "discontinuous" in exact.variance_missing["pathwise"]
 
 
-BLOCK_SYMPY = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "sympy" or name.startswith("sympy.") or name == "mpmath":
-            raise ImportError(f"{name} is blocked")
-sys.meta_path.insert(0, Block())
-"""
-
-
 @pytest.mark.parametrize("name, f, params", [
     ("gamma", "z[0]*z[1]**2 + x*exp(-z[2])", {"alpha": [0.7, 1.5, 2.0], "beta": 1.2, "x": 0.4}),
     ("uniform", "z[0]*z[1]", {"a": [-0.5, 0.3], "b": [1.0, 2.0]}),
 ])
-def test_generated_module_runs_without_sympy_and_is_reproducible(name, f, params, tmp_path):
+def test_generated_module_runs_without_sympy_and_is_reproducible(name, f, params, tmp_path,
+                                                                block_sympy):
     d = len(params[next(iter(params))])
     source = meanfield_module(_problem(name, d, f), command="test", version="0")
     assert source == meanfield_module(_problem(name, d, f), command="test", version="0")
     path = tmp_path / "mf.py"
     path.write_text(source)
-    code = BLOCK_SYMPY + textwrap.dedent(f"""
+    code = block_sympy + textwrap.dedent(f"""
         import numpy as np, importlib.util
         spec = importlib.util.spec_from_file_location("mf", {str(path)!r})
         m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)

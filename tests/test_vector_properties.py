@@ -50,11 +50,12 @@ def _vector(draw, d, lo, hi):
 
 
 @st.composite
-def cases(draw):
+def cases(draw, families=FAMILIES, templates=None):
     """(family name, d, integrand text, values, seed)."""
-    name = draw(st.sampled_from(FAMILIES))
+    name = draw(st.sampled_from(families))
     d = draw(st.integers(2, 4 if name == "dirichlet" else 3))
-    templates = {**TEMPLATES, **(LOG_TEMPLATES if name == "dirichlet" else {})}
+    if templates is None:
+        templates = {**TEMPLATES, **(LOG_TEMPLATES if name == "dirichlet" else {})}
     text = templates[draw(st.sampled_from(sorted(templates)))]
     values = {"c1": draw(_number(-2, 2)), "c2": draw(_number(-2, 2))}
     if name == "dirichlet":
@@ -106,14 +107,27 @@ def test_both_estimators_agree_with_the_exact_gradient(case):
                                   false_failure_rate=RATE).item()
 
 
+# Where the sample's fourth moment gives a trustworthy SE(s**2): the score rows on bounded
+# supports, and the pathwise rows of quadratics under the Gaussians (degree <= 2 in eps). A
+# score row of a cubic under an Exponential(1/2) is of degree 4 with a 12th moment in E[h**4]:
+# its sample fourth moment falls far short at n = 1e5 (s**2 = 1.6e5 against the exact 2.5e5
+# was flagged at "4.89 SE"), so such rows are compared through their means only (above).
+LIGHT = ("dirichlet", "uniform", "beta")
+GAUSSIAN = ("mvnormal_diag", "mvnormal", "normal")
+QUADRATIC = {k: TEMPLATES[k] for k in ("bilinear", "quadratic")}
+
+
 @settings(max_examples=EXAMPLES)
-@given(cases())
+@given(st.one_of(cases(families=LIGHT, templates=TEMPLATES),
+                 cases(families=GAUSSIAN, templates=QUADRATIC)))
 def test_the_estimated_variance_agrees_with_the_exact_one(case):
     """|s**2 - Var h| <= 4.89 SE(s**2) from the fourth moment: false-failure rate 1e-6 each,
-    for every column whose exact per-sample variance the symbolic layer gives."""
+    for every column whose exact per-sample variance the symbolic layer gives, where that SE
+    can be trusted (LIGHT: both estimators; GAUSSIAN: the pathwise rows)."""
     p, exact, values, seed = _setup(case)
     compared = 0
-    for kind in ("score", "pathwise"):
+    kinds = ("score", "pathwise") if case[0] in LIGHT else ("pathwise",)
+    for kind in kinds:
         if refusal(p, kind) or exact.variance(kind) is None:
             continue
         run = _run(p, kind, values, 100_000, seed, moments=4)
