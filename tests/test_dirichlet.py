@@ -159,10 +159,13 @@ def test_both_estimators_agree_with_the_exact_gradient(K, f, alpha, kind):
     p = _problem(K, f)
     ex = vector_exact(p, {"alpha": alpha})
     n = 200_000
-    run = numeric.estimate(vector_estimator(p, kind), n, seed=11, alpha=np.array(alpha))
+    run = numeric.estimate(vector_estimator(p, kind), n, seed=11, alpha=np.array(alpha),
+                           moments=4)
     if kind == "score":
         se = np.sqrt(np.array(ex.score_variance) / n)
-        assert run.variance == pytest.approx(ex.score_variance, rel=0.1)
+        # the estimated per-sample variance within 4.89 SE(s**2) of the exact one (bounded z)
+        verdicts = numeric.variance_agrees(run, list(ex.score_variance), false_failure_rate=1e-6)
+        assert all(v is not False for v in verdicts), (run.variance, ex.score_variance)
     else:
         se = run.stderr
     assert np.all(np.abs(run.mean - np.array(ex.gradient)) <= Z * se), (run.mean, ex.gradient)
