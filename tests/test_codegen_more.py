@@ -108,12 +108,16 @@ def test_estimate_of_discrete_module_agrees_with_the_exact_gradient(name):
     _, params = DISCRETE[name]
     wrt = a.problem.wrt
     z = numeric.z_for_rate(Z_RATE / (len(DISCRETE) * len(wrt)))
-    run = numeric.estimate(module["score_function"], SAMPLES, seed=11, **params)
+    run = numeric.estimate(module["score_function"], SAMPLES, seed=11, moments=4, **params)
+    variances = [at.variances["score"][j].value for j in range(len(wrt))]
     for j, w in enumerate(wrt):
-        exact, var = at.gradient[w].value, at.variances["score"][j].value
+        exact, var = at.gradient[w].value, variances[j]
         se = math.sqrt(var / SAMPLES)
         assert abs(run.mean[j] - exact) <= z * se, (w, run.mean[j], exact, se)
-        assert run.variance[j] == pytest.approx(var, rel=0.1)
+    # and the estimated per-sample variances within z SE(s**2) (fourth moments: light tails)
+    verdicts = numeric.variance_agrees(run, variances, false_failure_rate=Z_RATE / (
+        len(DISCRETE) * len(wrt)))
+    assert all(v is not False for v in verdicts), (run.variance, variances)
 
 
 def test_discrete_sample_has_the_family_law():
