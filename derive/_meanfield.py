@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mpmath
 import sympy as sp
@@ -58,9 +58,8 @@ from ._quadrature import quad_expectation
 from ._families import CATALOG as EXPLICIT
 from ._families import family as scalar_family
 from ._numbers import evaluate, exact_number, holds
-from ._parse import ALLOWED_FUNCTIONS, CONSTANTS, parse_expression
 from ._symbols import Z
-from ._vector import VectorExact, component_symbols
+from ._vector import VectorExact, VectorProblem, parse_components
 
 __all__ = ["EXACT_SECONDS", "MAX_DIM", "MEANFIELD_FAMILIES", "MeanFieldFamily",
            "MeanFieldProblem", "meanfield_estimator", "meanfield_exact", "meanfield_family",
@@ -75,8 +74,6 @@ _DISCONTINUOUS = (sp.Piecewise, sp.Heaviside, sp.sign, sp.floor, sp.ceiling, sp.
 _TRIG = (sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh)
 _RESERVED = frozenset({"rng", "n", "z", "eps", "out", "numpy", "scipy", "f", "g", "D", "DTYPE",
                        "WRT", "PARAMETERS", "K"})
-_GENERATED = re.compile(r"^[zt]_?\d+$")
-_NAME = re.compile(r"(?<![A-Za-z0-9_.])[A-Za-z][A-Za-z0-9_]*")
 _SCALAR_NAME = re.compile(r"^([A-Za-z]+)\[(\d+)\]$")
 _DRAWS_WITH_DTYPE = ("standard_normal", "random", "standard_exponential")
 
@@ -157,30 +154,8 @@ def parse_meanfield_name(name: str, fam: MeanFieldFamily):
 
 # --------------------------------------------------------------------------- problems
 
-@dataclass(frozen=True, eq=False)
-class MeanFieldProblem:
-    """A mean-field family and an integrand f, an expression of the component symbols ``z``
-    and of scalar data symbols ``data`` (by name order)."""
-
-    family: MeanFieldFamily
-    kind: str
-    text: str
-    f: sp.Expr
-    z: tuple
-    data: tuple
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def data_names(self) -> tuple:
-        return tuple(s.name for s in self.data)
-
-    @property
-    def parameters(self) -> tuple:
-        """Keyword arguments of the generated functions: the family's arrays, then the data."""
-        return self.family.parameter_arrays + self.data_names
-
-    def __str__(self):
-        return f"E[{self.text}] under {self.family}"
+MeanFieldProblem = VectorProblem
+"""A mean-field family and an integrand f (``kind == "expression"``): the vector problem."""
 
 
 def meanfield_problem(fam: MeanFieldFamily, f_text: str) -> MeanFieldProblem:
@@ -189,23 +164,10 @@ def meanfield_problem(fam: MeanFieldFamily, f_text: str) -> MeanFieldProblem:
     if not isinstance(f_text, str):
         raise DeriveError(f"f must be text such as 'z[0]*z[1]', not {type(f_text).__name__}")
     text = f_text.strip()
-    z = component_symbols(fam.d)
-    taken = set(fam.parameter_arrays)
-    symbols = {}
-    for name in _NAME.findall(text):
-        if name in ALLOWED_FUNCTIONS or name in CONSTANTS or name == "z" or name in symbols:
-            continue
-        if name in _RESERVED or name in taken or _GENERATED.match(name):
-            raise DeriveError(f"the name {name!r} is reserved in a mean-field integrand (the "
-                              f"sample is z[0] .. z[{fam.d - 1}], the family's arrays are "
-                              f"{', '.join(fam.parameter_arrays)}); rename your symbol, e.g. "
-                              f"{name}_")
-        symbols[name] = sp.Symbol(name, real=True)
-    f = parse_expression(text, symbols, what="f", vectors={"z": z})
+    f, z, data = parse_components(fam, text, _RESERVED)
     if not f.has(*z):
         raise DeriveError(f"f = {text} does not depend on the sample, so its expectation is f "
                           f"and the gradient is 0; write f in terms of z[0] .. z[{fam.d - 1}]")
-    data = tuple(sorted((s for s in f.free_symbols if s not in z), key=lambda s: s.name))
     return MeanFieldProblem(fam, "expression", text, f, z, data)
 
 

@@ -227,6 +227,26 @@ def component_symbols(d: int, *, positive: bool = False) -> tuple:
     return tuple(sp.Symbol(f"z{k}", real=True) for k in range(d))
 
 
+def parse_components(fam, text: str, reserved) -> tuple:
+    """(f, z, data) for an expression of ``z[0] .. z[d-1]`` and scalar data symbols, parsed by
+    the whitelist parser (never evaluated); names of the generated code (``reserved``), the
+    family's arrays and generated-looking names are refused with the fix."""
+    z = component_symbols(fam.d, positive=fam.name == "dirichlet")
+    symbols = {}
+    for name in _NAME.findall(text):
+        if name in ALLOWED_FUNCTIONS or name in CONSTANTS or name == "z" or name in symbols:
+            continue
+        if name in reserved or name in fam.parameter_arrays or _GENERATED.match(name):
+            raise DeriveError(f"the name {name!r} is reserved in an integrand of {fam} (the "
+                              f"sample is z[0] .. z[{fam.d - 1}], the family's arrays "
+                              f"{', '.join(fam.parameter_arrays)}); "
+                              f"rename your symbol, e.g. {name}_")
+        symbols[name] = sp.Symbol(name, real=True)
+    f = parse_expression(text, symbols, what="f", vectors={"z": z})
+    data = tuple(sorted((s for s in f.free_symbols if s not in z), key=lambda s: s.name))
+    return f, z, data
+
+
 def vector_problem(fam: VectorFamily, f_text: str) -> VectorProblem:
     """Parse the integrand: a decoder name, or an expression of ``z[0] .. z[d-1]``."""
     if not isinstance(f_text, str):
@@ -242,19 +262,7 @@ def vector_problem(fam: VectorFamily, f_text: str) -> VectorProblem:
         raise DeriveError(f"an expression of components is limited to d <= {MAX_EXPRESSION_DIM} "
                           f"(got d = {fam.d}); for a VAE decoder use --f gaussian_decoder or "
                           f"--f bernoulli_decoder, which scale with d")
-    z = component_symbols(fam.d, positive=fam.name == "dirichlet")
-    symbols = {}
-    for name in _NAME.findall(text):
-        if name in ALLOWED_FUNCTIONS or name in CONSTANTS or name == "z" or name in symbols:
-            continue
-        if name in _RESERVED or name in fam.parameter_arrays or _GENERATED.match(name):
-            raise DeriveError(f"the name {name!r} is reserved in a vector integrand (the sample "
-                              f"is z[0] .. z[{fam.d - 1}], the family's arrays "
-                              f"{', '.join(fam.parameter_arrays)}); "
-                              f"rename your symbol, e.g. {name}_")
-        symbols[name] = sp.Symbol(name, real=True)
-    f = parse_expression(text, symbols, what="f", vectors={"z": z})
-    data = tuple(sorted((s for s in f.free_symbols if s not in z), key=lambda s: s.name))
+    f, z, data = parse_components(fam, text, _RESERVED)
     return VectorProblem(fam, "expression", text, f, z, data)
 
 
